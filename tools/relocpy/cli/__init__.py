@@ -1,0 +1,63 @@
+"""The `relocpy` command: an invoke Program over the task collections below.
+
+Each module of this package holds the verbs of one area. Verbs in a
+sub-collection are typed with a space (`relocpy recipes check`); invoke's own
+dotted form (`relocpy recipes.check`) works too.
+"""
+
+from __future__ import annotations
+
+import sys
+
+from invoke import Collection, Program
+
+from relocpy import __version__
+from relocpy.cli import build, sources
+from relocpy.errors import RelocpyError
+from relocpy.progress import console
+
+AREAS = [sources, build]
+
+
+def namespace() -> Collection:
+    root = Collection()
+    for area in AREAS:
+        for task in getattr(area, "TASKS", []):
+            root.add_task(task)
+        for name, tasks in getattr(area, "COLLECTIONS", {}).items():
+            root.add_collection(Collection(name, *tasks))
+    return root
+
+
+class RelocpyProgram(Program):
+    def print_help(self) -> None:
+        print(f"Usage: {self.binary} <command> [--options]   ({self.binary} <command> --help for its flags)")
+        print()
+        print("Build relocatable CPython interpreters from pinned sources, and publish and install them.")
+        print("Global options: --help, --version, --list")
+        print()
+        self.list_tasks()
+
+
+def join_subcommand(argv: list[str], root: Collection) -> list[str]:
+    """`relocpy recipes check ...` -> `relocpy recipes.check ...`."""
+    if len(argv) >= 3 and argv[1] in root.collections:
+        sub = root.collections[argv[1]]
+        if argv[2] in sub.tasks or argv[2] in sub.task_names:
+            return [argv[0], f"{argv[1]}.{argv[2]}", *argv[3:]]
+    return argv
+
+
+def main(argv: list[str] | None = None) -> None:
+    root = namespace()
+    argv = join_subcommand(list(sys.argv if argv is None else argv), root)
+    program = RelocpyProgram(namespace=root, version=__version__, name="relocpy", binary="relocpy")
+    try:
+        program.run(argv)
+    except RelocpyError as exc:
+        console.file.flush()
+        print(f"relocpy: error: {exc}", file=sys.stderr)
+        sys.exit(exc.exit_code)
+    except KeyboardInterrupt:
+        print("relocpy: interrupted", file=sys.stderr)
+        sys.exit(130)

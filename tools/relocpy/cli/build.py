@@ -1,0 +1,3 @@
+"""Verbs for building and validating interpreters."""
+
+TASKS: list = []

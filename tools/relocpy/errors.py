@@ -1,0 +1,50 @@
+"""Errors a user can cause: each carries one line of text and an exit code.
+
+The CLI turns any `RelocpyError` into `relocpy: error: <message>` on stderr and
+exits with its code; anything else is a bug and keeps its traceback.
+"""
+
+
+class RelocpyError(Exception):
+    exit_code = 2
+
+    def __init__(self, message: str):
+        super().__init__(message)
+        self.message = message
+
+    def __str__(self) -> str:
+        return self.message
+
+
+class RecipeError(RelocpyError):
+    """A recipe file is malformed or a cross-reference does not resolve."""
+
+
+class UnknownNameError(RelocpyError):
+    """An unknown python, target or variant was asked for."""
+
+
+class SourceError(RelocpyError):
+    """A source could not be fetched, or its bytes do not match its pin."""
+
+
+class HashMismatchError(SourceError):
+    pass
+
+
+class StepFailed(RelocpyError):
+    """A build step (a subprocess) failed; the message carries its log tail."""
+
+    exit_code = 1
+
+
+class ValidationFailed(RelocpyError):
+    """A built artifact violates a relocation or portability rule."""
+
+    exit_code = 1
+
+
+class TrustError(RelocpyError):
+    """A signature, key, expiry or serial check refused an index."""
+
+    exit_code = 1

@@ -1,0 +1,198 @@
+"""Typed data passed between pipeline stages.
+
+Recipes (what the farm can build), the resolved `BuildPlan` (what one build
+does) and `ArtifactKey` (the one identity of a built artifact that build,
+index, publish and install all speak in) live here.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from typing import Literal
+
+from packaging.version import Version
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
+
+
+class Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+# --- recipes ----------------------------------------------------------------
+
+
+class SourceFile(Model):
+    """One pinned file. `origin` says whether it is the upstream release."""
+
+    file: str
+    sha256: str
+    urls: list[str] = []
+    origin: Literal["upstream", "repack"] = "upstream"
+    note: str = ""
+
+    @field_validator("sha256")
+    @classmethod
+    def _is_sha256(cls, value: str) -> str:
+        if not SHA256_RE.match(value):
+            raise ValueError("must be 64 lowercase hex digits")
+        return value
+
+    @field_validator("file")
+    @classmethod
+    def _is_plain_name(cls, value: str) -> str:
+        if "/" in value or value in ("", ".", ".."):
+            raise ValueError("must be a plain file name")
+        return value
+
+
+class Dependency(Model):
+    name: str
+    version: str
+    license: str
+    template: str
+    sources: list[SourceFile] = Field(min_length=1)
+    depends: list[str] = []
+    exports: list[str] = []
+
+
+class Target(Model):
+    triple: str
+    os: Literal["linux", "macos", "windows"]
+    arch: Literal["x86_64", "aarch64"]
+    libc: Literal["glibc", "musl", "msvcrt", "none"]
+    floor: str
+    runner: Literal["docker", "native"]
+    image: str = ""
+    toolchain: Literal["gcc", "clang", "zig", "msvc"]
+    cflags: list[str] = []
+    ldflags: list[str] = []
+    dependencies: list[str] = []
+    buildable: bool
+    reason: str = ""
+
+
+class VariantOption(Model):
+    name: str
+    configure: list[str] = []
+    description: str = ""
+    conflicts: list[str] = []
+    min_python: str | None = None
+
+
+class PythonRecipe(Model):
+    version: str
+    sources: list[SourceFile] = Field(min_length=1)
+    configure: list[str] = []
+    patches: list[str] = []
+    excluded_modules: dict[str, str] = {}
+
+    @property
+    def minor(self) -> str:
+        v = Version(self.version)
+        return f"{v.major}.{v.minor}"
+
+
+class Recipes(Model):
+    targets: dict[str, Target]
+    dependencies: dict[str, Dependency]
+    pythons: dict[str, PythonRecipe]
+    options: dict[str, VariantOption]
+    default_variant: str
+    unnamed_variant: str
+    published_variants: list[str]
+
+
+# --- plans --------------------------------------------------------------------
+
+
+class PatchRef(Model):
+    path: str  # relative to patches/
+    sha256: str
+
+
+class DependencyStep(Model):
+    """One dependency to build, with everything its cache key depends on."""
+
+    dependency: Dependency
+    template_sha256: str
+    depends: list[str]
+
+
+class Variant(Model):
+    name: str
+    options: list[str]
+    configure: list[str]
+
+    def has(self, option: str) -> bool:
+        return option in self.options
+
+
+class BuildPlan(Model):
+    python: PythonRecipe
+    target: Target
+    variant: Variant
+    patches: list[PatchRef]
+    dependencies: list[DependencyStep]  # in build order
+    configure_flags: list[str]
+    cpython_template_sha256: str
+    excluded_modules: dict[str, str]
+
+    @property
+    def content_hash(self) -> str:
+        """Stable hash of everything that decides the build's output."""
+        blob = json.dumps(self.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(blob.encode()).hexdigest()
+
+    def all_sources(self) -> list[tuple[str, list[SourceFile]]]:
+        """(component name, candidate files) for every source the plan needs."""
+        named = [("cpython", self.python.sources)]
+        named += [(s.dependency.name, s.dependency.sources) for s in self.dependencies]
+        return named
+
+
+# --- artifacts ----------------------------------------------------------------
+
+Flavor = Literal["install_only", "install_only_stripped", "full"]
+FLAVOR_EXTENSIONS: dict[str, str] = {
+    "install_only": "tar.gz",
+    "install_only_stripped": "tar.gz",
+    "full": "tar.zst",
+}
+ARTIFACT_NAME_RE = re.compile(
+    r"^(?P<implementation>cpython)-(?P<version>[0-9][^+]*)\+(?P<build_tag>[A-Za-z0-9._]+)-"
+    r"(?P<platform_tag>(?:manylinux|musllinux|macosx|win)[A-Za-z0-9_]*?)"
+    r"(?:-(?P<variant>[a-z+]+))?-(?P<flavor>install_only_stripped|install_only|full)"
+    r"\.(?P<ext>tar\.gz|tar\.zst)$"
+)
+
+
+class ArtifactKey(Model):
+    """The identity of one artifact: what build, index and install agree on."""
+
+    implementation: Literal["cpython"] = "cpython"
+    version: str
+    build_tag: str
+    platform_tag: str
+    variant: str | None = None  # None: the unnamed (default) variant
+    flavor: Flavor
+
+    @property
+    def filename(self) -> str:
+        variant = f"-{self.variant}" if self.variant else ""
+        return (
+            f"{self.implementation}-{self.version}+{self.build_tag}-{self.platform_tag}"
+            f"{variant}-{self.flavor}.{FLAVOR_EXTENSIONS[self.flavor]}"
+        )
+
+    @classmethod
+    def parse(cls, filename: str) -> ArtifactKey:
+        match = ARTIFACT_NAME_RE.match(filename)
+        if not match:
+            raise ValueError(f"not an artifact name: {filename}")
+        fields = match.groupdict()
+        fields.pop("ext")
+        return cls(**fields)

@@ -1,0 +1,73 @@
+"""Resolve recipes into the BuildPlan for one (python, target, variant)."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+from relocpy.errors import RecipeError, UnknownNameError
+from relocpy.models import BuildPlan, DependencyStep, PatchRef, Recipes
+from relocpy.paths import patches_dir, templates_dir
+from relocpy.recipes import get_python, get_target, parse_variant
+
+CPYTHON_TEMPLATE = "cpython.sh.j2"
+
+
+def resolve_plan(recipes: Recipes, python: str, target: str, variant: str | None = None) -> BuildPlan:
+    python_recipe = get_python(recipes, python)
+    target_recipe = get_target(recipes, target)
+    chosen = parse_variant(recipes, variant or recipes.default_variant, python_recipe)
+    if not target_recipe.buildable:
+        raise UnknownNameError(f"target '{target}' is not buildable yet: {target_recipe.reason}")
+    return BuildPlan(
+        python=python_recipe,
+        target=target_recipe,
+        variant=chosen,
+        patches=[PatchRef(path=p, sha256=_file_sha256(patches_dir() / p)) for p in python_recipe.patches],
+        dependencies=_dependency_steps(recipes, target_recipe.dependencies),
+        configure_flags=[*python_recipe.configure, *chosen.configure],
+        cpython_template_sha256=_file_sha256(templates_dir() / CPYTHON_TEMPLATE),
+        excluded_modules=python_recipe.excluded_modules,
+    )
+
+
+def build_order(recipes: Recipes, roots: list[str]) -> list[str]:
+    """Dependencies reachable from roots, each after everything it depends on."""
+    ordered: list[str] = []
+
+    def visit(name: str, trail: tuple[str, ...]) -> None:
+        if name in trail:
+            raise RecipeError("dependencies.toml: dependency cycle: " + " -> ".join((*trail, name)))
+        if name in ordered:
+            return
+        if name not in recipes.dependencies:
+            raise RecipeError(f"dependencies.toml: unknown dependency '{name}'")
+        for needed in recipes.dependencies[name].depends:
+            visit(needed, (*trail, name))
+        ordered.append(name)
+
+    for root in roots:
+        visit(root, ())
+    return ordered
+
+
+def _dependency_steps(recipes: Recipes, roots: list[str]) -> list[DependencyStep]:
+    steps = []
+    for name in build_order(recipes, roots):
+        dep = recipes.dependencies[name]
+        template = templates_dir() / "deps" / f"{dep.template}.sh.j2"
+        steps.append(
+            DependencyStep(
+                dependency=dep,
+                template_sha256=_file_sha256(template),
+                depends=build_order(recipes, dep.depends),
+            )
+        )
+    return steps
+
+
+def _file_sha256(path: Path) -> str:
+    try:
+        return hashlib.sha256(path.read_bytes()).hexdigest()
+    except FileNotFoundError:
+        raise RecipeError(f"{path}: file missing (named by the recipes)") from None

@@ -1,0 +1,194 @@
+"""Load the TOML recipes into models and check every cross-reference."""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+from typing import Any
+
+from packaging.version import InvalidVersion, Version
+from pydantic import BaseModel, ValidationError
+
+from relocpy.errors import RecipeError, UnknownNameError
+from relocpy.models import Dependency, PythonRecipe, Recipes, Target, Variant, VariantOption
+from relocpy.paths import patches_dir, recipes_dir, templates_dir
+
+RECIPE_FILES = ("targets.toml", "dependencies.toml", "pythons.toml", "variants.toml")
+
+
+def load_recipes(directory: Path | None = None) -> Recipes:
+    directory = directory or recipes_dir()
+    raw = {name: _read_toml(directory / name) for name in RECIPE_FILES}
+    variants = raw["variants.toml"]
+    recipes = Recipes(
+        targets=_table(directory / "targets.toml", raw["targets.toml"], Target, "triple"),
+        dependencies=_table(directory / "dependencies.toml", raw["dependencies.toml"], Dependency, "name"),
+        pythons=_table(directory / "pythons.toml", raw["pythons.toml"], PythonRecipe, "version"),
+        options=_table(directory / "variants.toml", variants.get("options", {}), VariantOption, "name", "options."),
+        default_variant=_required(directory / "variants.toml", variants, "default"),
+        unnamed_variant=_required(directory / "variants.toml", variants, "unnamed"),
+        published_variants=_required(directory / "variants.toml", variants, "published"),
+    )
+    for version in recipes.pythons:
+        try:
+            Version(version)
+        except InvalidVersion:
+            raise RecipeError(f"{directory / 'pythons.toml'}: [{version}]: not a version number") from None
+    return recipes
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
+    try:
+        with path.open("rb") as handle:
+            return tomllib.load(handle)
+    except FileNotFoundError:
+        raise RecipeError(f"{path}: recipe file missing") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise RecipeError(f"{path}: not valid TOML: {exc}") from None
+
+
+def _required(path: Path, data: dict, key: str) -> Any:
+    if key not in data:
+        raise RecipeError(f"{path}: {key}: field required")
+    return data[key]
+
+
+def _table(path: Path, data: dict, model: type[BaseModel], key_field: str, prefix: str = "") -> dict:
+    """Validate each [section] of a recipe file; the section name is the key."""
+    out = {}
+    for key, fields in data.items():
+        if not isinstance(fields, dict):
+            raise RecipeError(f"{path}: [{prefix}{key}]: expected a table")
+        try:
+            out[key] = model(**{key_field: key, **fields})
+        except ValidationError as exc:
+            error = exc.errors()[0]
+            where = ".".join(str(part) for part in error["loc"])
+            raise RecipeError(f"{path}: [{prefix}{key}].{where}: {error['msg']}") from None
+    return out
+
+
+# --- cross-reference checks ---------------------------------------------------
+
+
+def check_recipes(recipes: Recipes) -> list[str]:
+    """Every problem found across the recipes, one line each (empty: all good)."""
+    problems: list[str] = []
+    for triple, target in recipes.targets.items():
+        for name in target.dependencies:
+            if name not in recipes.dependencies:
+                problems.append(f"targets.toml: [{triple}].dependencies: unknown dependency '{name}'")
+    for name, dep in recipes.dependencies.items():
+        for needed in dep.depends:
+            if needed not in recipes.dependencies:
+                problems.append(f"dependencies.toml: [{name}].depends: unknown dependency '{needed}'")
+        if not (templates_dir() / "deps" / f"{dep.template}.sh.j2").is_file():
+            problems.append(f"dependencies.toml: [{name}].template: no build/deps/{dep.template}.sh.j2")
+    for version, python in recipes.pythons.items():
+        for patch in python.patches:
+            if not (patches_dir() / patch).is_file():
+                problems.append(f"pythons.toml: [{version}].patches: missing patches/{patch}")
+    problems += _variant_problems(recipes)
+    cycle = _find_cycle(recipes)
+    if cycle:
+        problems.append("dependencies.toml: dependency cycle: " + " -> ".join(cycle))
+    return problems
+
+
+def _variant_problems(recipes: Recipes) -> list[str]:
+    problems = []
+    for name, option in recipes.options.items():
+        for other in option.conflicts:
+            if other not in recipes.options:
+                problems.append(f"variants.toml: [options.{name}].conflicts: unknown option '{other}'")
+    for variant in [recipes.default_variant, recipes.unnamed_variant, *recipes.published_variants]:
+        try:
+            parse_variant(recipes, variant)
+        except UnknownNameError as exc:
+            problems.append(f"variants.toml: {exc}")
+    return problems
+
+
+def _find_cycle(recipes: Recipes) -> list[str] | None:
+    state: dict[str, str] = {}
+
+    def visit(name: str, path: list[str]) -> list[str] | None:
+        if state.get(name) == "done":
+            return None
+        if state.get(name) == "active":
+            return path[path.index(name):] + [name]
+        state[name] = "active"
+        dep = recipes.dependencies.get(name)
+        for needed in dep.depends if dep else []:
+            found = visit(needed, path + [name])
+            if found:
+                return found
+        state[name] = "done"
+        return None
+
+    for name in recipes.dependencies:
+        found = visit(name, [])
+        if found:
+            return found
+    return None
+
+
+# --- lookups that users can get wrong ----------------------------------------
+
+
+def get_python(recipes: Recipes, version: str) -> PythonRecipe:
+    if version in recipes.pythons:
+        return recipes.pythons[version]
+    matches = [v for v in recipes.pythons if v.startswith(version + ".")]
+    if len(matches) == 1:
+        return recipes.pythons[matches[0]]
+    known = ", ".join(sorted(recipes.pythons, key=Version))
+    raise UnknownNameError(f"unknown python '{version}' (known: {known})")
+
+
+def get_target(recipes: Recipes, triple: str) -> Target:
+    if triple in recipes.targets:
+        return recipes.targets[triple]
+    known = ", ".join(sorted(recipes.targets))
+    raise UnknownNameError(f"unknown target '{triple}' (known: {known})")
+
+
+def parse_variant(recipes: Recipes, name: str, python: PythonRecipe | None = None) -> Variant:
+    """Turn 'freethreaded+pgo+lto' into a checked Variant (options in canonical order)."""
+    requested = [part for part in name.split("+") if part]
+    known = list(recipes.options)
+    unknown = [part for part in requested if part not in recipes.options]
+    if unknown or not requested:
+        raise UnknownNameError(
+            f"unknown variant '{name}' (options: {', '.join(known)}; combine with '+', "
+            f"e.g. {', '.join(recipes.published_variants)})"
+        )
+    for option in requested:
+        clash = set(recipes.options[option].conflicts) & set(requested)
+        if clash:
+            raise UnknownNameError(f"variant '{name}': '{option}' cannot be combined with '{sorted(clash)[0]}'")
+        minimum = recipes.options[option].min_python
+        if python and minimum and Version(python.version) < Version(minimum):
+            raise UnknownNameError(
+                f"variant '{name}': '{option}' needs Python {minimum} or newer, not {python.version}"
+            )
+    ordered = [option for option in known if option in requested]
+    configure = [flag for option in ordered for flag in recipes.options[option].configure]
+    canonical = "+".join(_display_order(ordered))
+    return Variant(name=canonical, options=ordered, configure=configure)
+
+
+def _display_order(options: list[str]) -> list[str]:
+    # freethreaded first, then the optimisations: "freethreaded+pgo+lto".
+    return sorted(options, key=lambda o: (o != "freethreaded", ["pgo", "lto"].index(o) if o in ("pgo", "lto") else 2))
+
+
+def supported_variants(recipes: Recipes, python: PythonRecipe) -> list[str]:
+    supported = []
+    for name in recipes.published_variants:
+        try:
+            parse_variant(recipes, name, python)
+        except UnknownNameError:
+            continue
+        supported.append(name)
+    return supported
