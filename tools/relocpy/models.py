@@ -196,3 +196,40 @@ class ArtifactKey(Model):
         fields = match.groupdict()
         fields.pop("ext")
         return cls(**fields)
+
+
+METADATA_SCHEMA_VERSION = 1
+
+
+class Component(Model):
+    """One bundled component, for the artifact's SBOM."""
+
+    name: str
+    version: str
+    license: str
+    source_file: str
+    sha256: str
+
+
+class ArtifactMetadata(Model):
+    """Written beside each archive as `<archive name>.json`."""
+
+    schema_version: int = METADATA_SCHEMA_VERSION
+    name: str  # the archive's file name (ArtifactKey.filename)
+    key: ArtifactKey
+    python_version: str
+    python_tag: str  # e.g. cp313
+    abi_tag: str  # e.g. cp313, cp313t, cp313d
+    abiflags: str
+    target_triple: str
+    platform_tag: str  # computed from the built files, e.g. manylinux_2_17_x86_64
+    glibc_max: str | None = None  # highest GLIBC_x.y symbol version needed
+    wheel_tags: list[str]  # what the interpreter accepts, best first (packaging.tags)
+    variant: str  # canonical variant name, always set (e.g. pgo+lto)
+    configure_flags: list[str]
+    components: list[Component]
+    excluded_modules: dict[str, str] = {}
+    source_date_epoch: int
+    plan_hash: str
+    sha256: str
+    size: int
