@@ -338,3 +338,49 @@ def test_cli_bad_event_is_one_line_exit_2():
     result = relocpy("ci", "matrix", "--event", "schedule")
     assert result.returncode == 2
     assert result.stderr.strip() == "relocpy: error: unknown event 'schedule' (known: push, pull_request)"
+
+
+def fake_relocpy(tmp_path: Path) -> tuple[Path, Path]:
+    """A `relocpy` on PATH that records each call, one argv per line."""
+    bin_dir, calls = tmp_path / "bin", tmp_path / "calls"
+    bin_dir.mkdir()
+    script = bin_dir / "relocpy"
+    script.write_text(f'#!/bin/sh\nprintf "%s|" "$@" >> {calls}\necho >> {calls}\n')
+    script.chmod(0o755)
+    return bin_dir, calls
+
+
+def test_release_task_runs_the_release_steps_in_order(tmp_path):
+    bin_dir, calls = fake_relocpy(tmp_path)
+    dist = tmp_path / "dist"
+    dist.mkdir()
+    for name in ("cpython-3.13.15+1-manylinux_2_17_x86_64-install_only.tar.gz", "cpython-x-full.tar.zst"):
+        (dist / name).touch()
+        (dist / f"{name}.json").touch()
+    result = subprocess.run(
+        [sys.executable, "-m", "relocpy", "ci", "release", "--dist", str(dist), "--base-url", "https://h/p",
+         "--sign", "/k/key.pem", "--to", "s3://bucket/prefix"],
+        capture_output=True, text=True, cwd=tmp_path,
+        env={"RELOCPY_ROOT": str(ROOT), "PATH": f"{bin_dir}:{BIN}:/usr/bin:/bin"},
+    )
+    assert result.returncode == 0, result.stderr
+    lines = calls.read_text().splitlines()
+    assert lines == [
+        f"validate|{dist}/cpython-3.13.15+1-manylinux_2_17_x86_64-install_only.tar.gz|{dist}/cpython-x-full.tar.zst|",
+        f"index|build|{dist}|--base-url|https://h/p|--sign|/k/key.pem|",
+        f"publish|{dist}|--to|s3://bucket/prefix|",
+    ]
+
+
+def test_a_failing_step_stops_the_run_with_one_error(tmp_path, settings):
+    bin_dir, calls = fake_relocpy(tmp_path)
+    (bin_dir / "relocpy").write_text("#!/bin/sh\necho boom\nexit 3\n")
+    steps = ci.cell_steps(settings)
+    values = {"PYTHON": "3.13.15", "TARGET": "t", "VARIANT": "noopt", "BUILDER": "docker", "BUILD_TAG": "1",
+              "DIST": str(tmp_path / "dist")}
+    env_path = {"PATH": f"{bin_dir}:/usr/bin:/bin"}
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("PATH", env_path["PATH"])
+        with pytest.raises(ci.RelocpyError, match=r"Build failed \(exit 3\)"):
+            ci.run_steps([steps["build"], steps["validate"]], values, tmp_path / "logs")
+    assert not (tmp_path / "logs" / "validate.log").exists()
