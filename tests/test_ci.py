@@ -384,3 +384,13 @@ def test_a_failing_step_stops_the_run_with_one_error(tmp_path, settings):
         with pytest.raises(ci.RelocpyError, match=r"Build failed \(exit 3\)"):
             ci.run_steps([steps["build"], steps["validate"]], values, tmp_path / "logs")
     assert not (tmp_path / "logs" / "validate.log").exists()
+
+
+def test_a_template_using_an_unpinned_action_is_one_clear_error(tmp_path):
+    root = copy_tree(tmp_path)
+    template = root / "ci" / "templates" / "build.yml.j2"
+    template.write_text(template.read_text().replace('action("cache")', 'action("not-pinned")', 1))
+    with pytest.raises(ci.CiError, match=r"\[actions\.not-pinned\] missing"):
+        ci.render_workflows(root)
+    result = relocpy("ci", "generate", root=root)
+    assert result.returncode == 2 and result.stderr.count("\n") == 1
