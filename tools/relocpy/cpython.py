@@ -42,9 +42,10 @@ class BuiltPython(BaseModel):
         return self.destdir / "LICENSE.cpython.txt"
 
 
-def cpython_key(plan: BuildPlan, source: FetchedSource, deps: list[BuiltDependency], ctx: StepContext) -> str:
+def cpython_key(plan: BuildPlan, script: str, source: FetchedSource, deps: list[BuiltDependency], ctx: StepContext) -> str:
     blob = {
         "plan": plan.content_hash,
+        "script": hashlib.sha256(script.encode()).hexdigest(),
         "source": source.source.sha256,
         "deps": [d.key for d in deps],
         "toolchain": ctx.toolchain,
@@ -58,7 +59,16 @@ def cpython_key(plan: BuildPlan, source: FetchedSource, deps: list[BuiltDependen
 def build_cpython(
     plan: BuildPlan, source: FetchedSource, deps: list[BuiltDependency], ctx: StepContext
 ) -> BuiltPython:
-    key = cpython_key(plan, source, deps, ctx)
+    script_text = render(
+        "cpython.sh.j2",
+        name="cpython",
+        version=plan.python.version,
+        target=plan.target,
+        patches=plan.patches,
+        configure_flags=plan.configure_flags,
+        excluded_modules=plan.excluded_modules,
+    )
+    key = cpython_key(plan, script_text, source, deps, ctx)
     out = ctx.cache_dir / "cpython" / f"{plan.python.version}-{plan.variant.name}-{key[:16]}"
     built = BuiltPython(key=key, destdir=out / "destdir", log=out / "build.log")
     if (out / COMPLETE_MARKER).is_file():
@@ -70,17 +80,7 @@ def build_cpython(
         shutil.rmtree(work, ignore_errors=True)
         deps_prefix = merge_prefixes(deps, work / "deps")
         script = work / "build.sh"
-        script.write_text(
-            render(
-                "cpython.sh.j2",
-                name="cpython",
-                version=plan.python.version,
-                target=plan.target,
-                patches=plan.patches,
-                configure_flags=plan.configure_flags,
-                excluded_modules=plan.excluded_modules,
-            )
-        )
+        script.write_text(script_text)
         env = {
             **ctx.base_env(),
             "SRC": str(source.path),

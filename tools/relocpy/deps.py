@@ -60,13 +60,13 @@ def build_dependencies(
 
 
 def dependency_key(
-    plan: BuildPlan, dep_step: DependencyStep, source: FetchedSource, inputs: list[BuiltDependency], ctx: StepContext
+    dep_step: DependencyStep, script: str, source: FetchedSource, inputs: list[BuiltDependency], ctx: StepContext
 ) -> str:
+    """The rendered script stands for the templates (and what they include)."""
     blob = {
         "step": dep_step.model_dump(mode="json"),
+        "script": hashlib.sha256(script.encode()).hexdigest(),
         "source_sha256": source.source.sha256,
-        "target": {k: getattr(plan.target, k) for k in ("triple", "toolchain", "cflags", "ldflags")},
-        "common_template": hashlib.sha256(render_common_source()).hexdigest(),
         "toolchain": ctx.toolchain,
         "runner": ctx.runner_identity,
         "inputs": sorted(d.key for d in inputs),
@@ -74,17 +74,12 @@ def dependency_key(
     return hashlib.sha256(json.dumps(blob, sort_keys=True).encode()).hexdigest()
 
 
-def render_common_source() -> bytes:
-    from relocpy.paths import templates_dir
-
-    return (templates_dir() / "common.sh.j2").read_bytes()
-
-
 def _build_one(plan, dep_step, sources, built, ctx: StepContext) -> BuiltDependency:
     dep = dep_step.dependency
     inputs = [built[name] for name in dep_step.depends]
     source = sources[dep.name]
-    key = dependency_key(plan, dep_step, source, inputs, ctx)
+    script_text = render(f"deps/{dep.template}.sh.j2", name=dep.name, version=dep.version, target=plan.target)
+    key = dependency_key(dep_step, script_text, source, inputs, ctx)
     out = ctx.cache_dir / "deps" / f"{dep.name}-{dep.version}-{key[:16]}"
     result = BuiltDependency(name=dep.name, version=dep.version, key=key, prefix=out / "prefix", source=source)
     if (out / COMPLETE_MARKER).is_file():
@@ -97,7 +92,7 @@ def _build_one(plan, dep_step, sources, built, ctx: StepContext) -> BuiltDepende
         shutil.rmtree(work, ignore_errors=True)
         deps_prefix = merge_prefixes(inputs, work / "deps")
         script = work / "build.sh"
-        script.write_text(render(f"deps/{dep.template}.sh.j2", name=dep.name, version=dep.version, target=plan.target))
+        script.write_text(script_text)
         env = {
             **ctx.base_env(),
             "SRC": str(source.path),
