@@ -1,0 +1,128 @@
+"""End-to-end: really build 3.13.15 and 3.11.2 from the mirror, validate the
+archives, and check that failures leave nothing in --dist.
+
+Built dependencies are shared through the session cache (RELOCPY_CACHE_DIR in
+CI), so the second build only compiles CPython.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+import tarfile
+from pathlib import Path
+
+import pytest
+
+from relocpy.models import ArtifactKey, ArtifactMetadata
+from relocpy.paths import project_root
+
+pytestmark = pytest.mark.e2e
+TARGET = "x86_64-unknown-linux-gnu"
+
+
+def relocpy(*args, env=None, timeout=3600):
+    return subprocess.run([sys.executable, "-m", "relocpy", *args], capture_output=True, text=True, env=env, timeout=timeout)
+
+
+@pytest.fixture(scope="session")
+def built(tmp_path_factory, shared_cache, sources_mirror):
+    """Build each python once per session; tests read the results."""
+    results = {}
+
+    def build(python: str) -> Path:
+        if python not in results:
+            dist = tmp_path_factory.mktemp(f"dist-{python}")
+            result = relocpy("build", "--python", python, "--target", TARGET, "--variant", "noopt", "--runner", "native",
+                             "--dist", str(dist), "--build-tag", "20261124", "--mirror", str(sources_mirror),
+                             "--cache-dir", str(shared_cache), "--offline")
+            assert result.returncode == 0, result.stderr[-4000:]
+            results[python] = dist
+        return results[python]
+
+    return build
+
+
+@pytest.mark.parametrize("python", ["3.13.15", "3.11.2"])
+def test_build_leaves_three_validated_archives_with_metadata(built, python):
+    dist = built(python)
+    archives = sorted(p.name for p in dist.glob("cpython-*.tar.*"))
+    assert len(archives) == 3, archives
+    flavors = {ArtifactKey.parse(name).flavor for name in archives}
+    assert flavors == {"install_only", "install_only_stripped", "full"}
+    assert not list(dist.glob(".*")), "staging files left in dist"
+    for name in archives:
+        meta = ArtifactMetadata.model_validate_json((dist / f"{name}.json").read_text())
+        key = ArtifactKey.parse(name)
+        assert meta.key == key and meta.python_version == python and meta.variant == "noopt"
+        assert key.platform_tag == meta.platform_tag == f"manylinux_{meta.glibc_max.replace('.', '_')}_x86_64"
+        assert meta.wheel_tags[0].startswith(f"cp{python.replace('.', '')[:3]}-cp{python.replace('.', '')[:3]}-manylinux")
+        assert {c.name for c in meta.components} >= {"cpython", "openssl", "sqlite", "zlib", "libedit", "libuuid"}
+        assert meta.size == (dist / name).stat().st_size
+
+
+def test_install_only_layout_and_size(built):
+    dist = built("3.13.15")
+    [install_only] = dist.glob("*-install_only.tar.gz")
+    [stripped] = dist.glob("*-install_only_stripped.tar.gz")
+    with tarfile.open(install_only) as tar:
+        names = tar.getnames()
+    assert all(n == "python" or n.startswith("python/") for n in names)
+    assert "python/bin/python3" in names and "python/lib/python3.13/os.py" in names
+    assert not any("/test/" in n and n.startswith("python/lib/python3.13/test/") for n in names)
+    assert not any("__pycache__" in n for n in names)
+    assert stripped.stat().st_size < install_only.stat().st_size
+
+
+@pytest.mark.parametrize("python", ["3.13.15", "3.11.2"])
+def test_relocpy_validate_accepts_the_install_only_archive(built, python):
+    dist = built(python)
+    [archive] = dist.glob("*-install_only.tar.gz")
+    result = relocpy("validate", str(archive))
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "valid (manylinux_" in result.stderr
+
+
+def test_rebuild_with_everything_cached_reuses_the_archives(built, shared_cache, sources_mirror, tmp_path):
+    first = built("3.13.15")
+    result = relocpy("build", "--python", "3.13.15", "--target", TARGET, "--variant", "noopt", "--runner", "native",
+                     "--dist", str(tmp_path), "--build-tag", "20261124", "--mirror", str(sources_mirror),
+                     "--cache-dir", str(shared_cache), "--offline")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "reusing the archives" in result.stderr
+    for archive in first.glob("cpython-*"):
+        assert (tmp_path / archive.name).read_bytes() == archive.read_bytes()
+
+
+def test_validate_refuses_a_tampered_archive(built, tmp_path):
+    dist = built("3.13.15")
+    [archive] = dist.glob("*-install_only.tar.gz")
+    unpacked = tmp_path / "unpacked"
+    with tarfile.open(archive) as tar:
+        tar.extractall(unpacked, filter="data")
+    sysconfig_file = next((unpacked / "python" / "lib" / "python3.13").glob("_sysconfigdata_*.py"))
+    sysconfig_file.write_text(sysconfig_file.read_text() + "\n# built in /opt/relocpy-build-prefix/python\n")
+    bad = tmp_path / archive.name
+    with tarfile.open(bad, "w:gz") as tar:
+        tar.add(unpacked / "python", arcname="python")
+    result = relocpy("validate", str(bad))
+    assert result.returncode == 1
+    assert "names the build path /opt/relocpy-build-prefix/python" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_failing_build_names_the_patch_and_leaves_dist_empty(tmp_path, shared_cache, sources_mirror):
+    root = tmp_path / "project"
+    shutil.copytree(project_root(), root, ignore=shutil.ignore_patterns(".git", ".cache", "dist", "*.egg-info"))
+    patch = root / "patches" / "cpython" / "3.13" / "0001-ssl-find-system-ca-store.patch"
+    patch.write_text(patch.read_text().replace("        self.set_default_verify_paths()\n", "        self.no_such_line()\n", 1))
+    dist = tmp_path / "dist"
+    env = {**__import__("os").environ, "RELOCPY_ROOT": str(root)}
+    result = relocpy("build", "--python", "3.13.15", "--target", TARGET, "--variant", "noopt", "--runner", "native",
+                     "--dist", str(dist), "--mirror", str(sources_mirror), "--cache-dir", str(shared_cache), "--offline", env=env)
+    assert result.returncode == 1
+    assert "patch cpython/3.13/0001-ssl-find-system-ca-store.patch does not apply" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert not dist.exists() or not any(dist.iterdir())
