@@ -98,7 +98,9 @@ def file_sha256(path: Path) -> str:
 
 
 def artifact_url(base_url: str, name: str) -> str:
-    # '+' is percent-encoded: some servers and uv read a raw '+' in a path as a space.
+    # In URLs '+' is percent-encoded: some servers and uv read a raw '+' in a path as a space.
+    if "://" not in base_url:
+        return str(Path(base_url).expanduser().absolute() / name)
     return base_url.rstrip("/") + "/" + quote(name, safe="")
 
 
