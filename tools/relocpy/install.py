@@ -123,17 +123,24 @@ def check_member(member: tarfile.TarInfo) -> None:
 
 
 def unpack(archive: Path, dest: Path) -> Path:
-    """Check every member first, then extract; returns the unpacked prefix."""
+    """Check each member, then extract it, in one pass over the stream; returns the prefix.
+
+    dest is a staging dir that the caller discards if anything is refused, so a
+    refusal half-way leaves nothing behind.
+    """
     try:
-        with tarfile.open(archive, "r:*") as tar:
-            members = tar.getmembers()
-            for member in members:
+        with tarfile.open(archive, "r|*") as tar:
+            for member in tar:
                 check_member(member)
-            # The 'data' filter re-checks at extraction time, against the real file system.
-            tar.extractall(dest, members=members, filter="data")
+                if member.isdir():
+                    # Modes of dirs are not applied: a read-only dir would block its own members.
+                    (dest / member.name).mkdir(parents=True, exist_ok=True)
+                else:
+                    # The 'data' filter re-checks against the real file system as it writes.
+                    tar.extract(member, dest, filter="data")
+    except tarfile.FilterError as exc:
+        raise UnsafeArchiveError(f"{archive.name}: {exc}; refusing the archive") from None
     except (tarfile.TarError, EOFError, OSError) as exc:
-        if isinstance(exc, tarfile.FilterError):
-            raise UnsafeArchiveError(f"{archive.name}: {exc}; refusing the archive") from None
         raise InstallError(f"{archive.name}: cannot unpack: {exc}") from None
     prefix = dest / ROOT
     if not (prefix / "bin" / "python3").exists():
