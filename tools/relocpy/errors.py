@@ -72,3 +72,7 @@ class InstallError(RelocpyError):
 
 class UnsafeArchiveError(InstallError):
     """An archive member would land outside the target or is not a plain file, dir or link."""
+
+
+class SignatureMismatch(TrustError):
+    """No trusted signature matches the bytes: tampered, or caught between two writes."""

@@ -12,6 +12,7 @@ import hashlib
 import json
 import os
 import re
+import time
 import uuid
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -22,7 +23,7 @@ import httpx
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from relocpy import keys
-from relocpy.errors import IndexError_, TrustError
+from relocpy.errors import IndexError_, SignatureMismatch, TrustError
 from relocpy.models import ArtifactKey, ArtifactMetadata
 
 INDEX_NAME = "index.json"
@@ -285,9 +286,17 @@ def check_index(
 def load_verified(location: str, trusted: list[keys.TrustedKey], seen: SeenSerials, timeout: float = 30.0) -> tuple[str, Index]:
     """Fetch index and signature from a path or URL and check them; return (canonical location, index)."""
     source = index_location(location)
-    data = read_location(source, MAX_INDEX_BYTES, timeout)
-    signature = read_location(source + SIG_SUFFIX, 1 << 20, timeout)
-    return source, check_index(data, signature, trusted, source, seen)
+    for attempt in range(2):
+        data = read_location(source, MAX_INDEX_BYTES, timeout)
+        signature = read_location(source + SIG_SUFFIX, 1 << 20, timeout)
+        try:
+            return source, check_index(data, signature, trusted, source, seen)
+        except SignatureMismatch:
+            # A publisher writes the index, then its signature: one fetch may fall between.
+            if attempt or not is_url(source):
+                raise
+            time.sleep(1.0)
+    raise AssertionError("unreachable")
 
 
 def resolve_url(source: str, url: str) -> str:

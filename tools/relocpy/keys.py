@@ -20,7 +20,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from relocpy.errors import KeyFileError, TrustError
+from relocpy.errors import KeyFileError, SignatureMismatch, TrustError
 
 PREFIX = "ed25519:"
 SIGNATURE_FORMAT = 1
@@ -134,4 +134,4 @@ def verify(data: bytes, signature_file: bytes, trusted: list[TrustedKey]) -> str
             return entry.key_id
         except (InvalidSignature, binascii.Error, ValueError):
             continue
-    raise TrustError("bad signature: the index does not match its signature (tampered or corrupt)")
+    raise SignatureMismatch("bad signature: the index does not match its signature (tampered or corrupt)")

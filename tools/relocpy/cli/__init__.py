@@ -57,9 +57,16 @@ def split_run_args(argv: list[str]) -> list[str]:
     return argv
 
 
+def help_first(argv: list[str], root: Collection) -> list[str]:
+    """`relocpy install --help` -> `relocpy --help install` (a positional would take '--help')."""
+    if len(argv) >= 3 and argv[2] in ("--help", "-h") and (argv[1] in root.tasks or argv[1] in root.task_names):
+        return [argv[0], "--help", argv[1]]
+    return argv
+
+
 def main(argv: list[str] | None = None) -> None:
     root = namespace()
-    argv = join_subcommand(split_run_args(list(sys.argv if argv is None else argv)), root)
+    argv = help_first(join_subcommand(split_run_args(list(sys.argv if argv is None else argv)), root), root)
     program = RelocpyProgram(namespace=root, version=__version__, name="relocpy", binary="relocpy")
     try:
         program.run(argv)
