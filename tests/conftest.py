@@ -65,7 +65,7 @@ def free_port() -> int:
 
 @pytest.fixture(scope="session")
 def s3_endpoint():
-    """moto's S3-speaking server on loopback, for the whole session."""
+    """moto's S3-speaking server on loopback, shared by the whole test run."""
     from moto.server import ThreadedMotoServer
 
     port = free_port()

@@ -86,9 +86,9 @@ class S3Target:
         self.bucket = parsed.netloc
         self.prefix = parsed.path.strip("/")
         self.label = url
-        session = boto3.session.Session()
-        self.client = session.client(
-            "s3", endpoint_url=endpoint_url, region_name=session.region_name or "us-east-1",
+        boto = boto3.Session()
+        self.client = boto.client(
+            "s3", endpoint_url=endpoint_url, region_name=boto.region_name or "us-east-1",
             config=Config(retries={"max_attempts": 5, "mode": "standard"}),
         )
 
