@@ -52,6 +52,8 @@ def index_build(c, dist, base_url, sign=None, expires="30d", previous=None):
     """Write DIST/index.json and its detached signature DIST/index.json.sig."""
     if not sign:
         raise RelocpyError("an index must be signed: pass --sign KEYFILE")
+    for key_file in sign:  # a bad key fails before the archives are hashed
+        keys.load_private(Path(key_file))
     dist_path = Path(dist)
     index = build_index(dist_path, base_url, parse_duration(expires), previous)
     write_signed(dist_path, index, [Path(k) for k in sign])
