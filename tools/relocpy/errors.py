@@ -52,3 +52,31 @@ class TrustError(RelocpyError):
     """A signature, key, expiry or serial check refused an index."""
 
     exit_code = 1
+
+
+class KeyFileError(RelocpyError):
+    """A private key file or a public key string cannot be used."""
+
+
+class IndexError_(RelocpyError):
+    """An index cannot be built or read (a dist dir or index file is not usable)."""
+
+
+class PublishError(RelocpyError):
+    """A publish target refused or would lose data; nothing more was written."""
+
+    exit_code = 1
+
+
+class InstallError(RelocpyError):
+    """No artifact fits, or an artifact cannot be installed."""
+
+    exit_code = 1
+
+
+class UnsafeArchiveError(InstallError):
+    """An archive member would land outside the target or is not a plain file, dir or link."""
+
+
+class SignatureMismatch(TrustError):
+    """No trusted signature matches the bytes: tampered, or caught between two writes."""

@@ -7,9 +7,12 @@ and never reads the environment itself.
 from __future__ import annotations
 
 import os
+import tomllib
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from relocpy.errors import RelocpyError
 
 
 def user_cache_dir() -> Path:
@@ -19,6 +22,11 @@ def user_cache_dir() -> Path:
 
 def user_data_dir() -> Path:
     base = os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share"
+    return Path(base) / "relocpy"
+
+
+def user_config_dir() -> Path:
+    base = os.environ.get("XDG_CONFIG_HOME") or Path.home() / ".config"
     return Path(base) / "relocpy"
 
 
@@ -48,3 +56,74 @@ class FetchSettings(BaseModel):
             offline=offline or os.environ.get("RELOCPY_OFFLINE", "") not in ("", "0"),
             **extra,
         )
+
+
+class ConfigFile(BaseModel):
+    """`config.toml` in the user config dir (or RELOCPY_CONFIG): the client's defaults."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    index_url: str | None = None
+    trusted_keys: list[str] = []
+    install_dir: str | None = None
+
+    @classmethod
+    def load(cls) -> ConfigFile:
+        path = Path(os.environ.get("RELOCPY_CONFIG") or user_config_dir() / "config.toml")
+        if not path.is_file():
+            return cls()
+        try:
+            return cls.model_validate(tomllib.loads(path.read_text()))
+        except tomllib.TOMLDecodeError as exc:
+            raise RelocpyError(f"{path}: not valid TOML: {exc}") from None
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            where = ".".join(str(p) for p in first["loc"])
+            raise RelocpyError(f"{path}: {where}: {first['msg']}") from None
+
+
+class ClientSettings(BaseModel):
+    """What install, list, run, uninstall and index verify need.
+
+    Precedence: flag, then environment (RELOCPY_INDEX_URL, RELOCPY_TRUSTED_KEYS
+    comma-separated, RELOCPY_INSTALL_DIR), then the config file, then defaults.
+    """
+
+    model_config = ConfigDict(frozen=True)
+
+    index_url: str | None
+    trusted_keys: list[str]
+    install_dir: Path
+    state_file: Path
+    fetch: FetchSettings
+
+    @classmethod
+    def resolve(
+        cls,
+        index_url: str | None = None,
+        trusted_keys: list[str] | None = None,
+        install_dir: str | None = None,
+        **fetch_extra,
+    ) -> ClientSettings:
+        config = ConfigFile.load()
+        env_keys = [k.strip() for k in os.environ.get("RELOCPY_TRUSTED_KEYS", "").split(",") if k.strip()]
+        install = install_dir or os.environ.get("RELOCPY_INSTALL_DIR") or config.install_dir
+        return cls(
+            index_url=index_url or os.environ.get("RELOCPY_INDEX_URL") or config.index_url,
+            trusted_keys=list(trusted_keys or env_keys or config.trusted_keys),
+            install_dir=Path(install).expanduser().absolute() if install else user_data_dir() / "versions",
+            state_file=user_data_dir() / "state.json",
+            fetch=FetchSettings.resolve(**_transfer_env(), **fetch_extra),
+        )
+
+
+def _transfer_env() -> dict:
+    """RELOCPY_TIMEOUT (seconds without a byte) and RELOCPY_RETRIES, for slow or flaky links."""
+    found = {}
+    for name, field, kind in (("RELOCPY_TIMEOUT", "timeout", float), ("RELOCPY_RETRIES", "retries", int)):
+        if os.environ.get(name):
+            try:
+                found[field] = kind(os.environ[name])
+            except ValueError:
+                raise RelocpyError(f"{name}={os.environ[name]!r} is not a number") from None
+    return found

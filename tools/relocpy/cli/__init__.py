@@ -12,11 +12,11 @@ import sys
 from invoke import Collection, Program
 
 from relocpy import __version__
-from relocpy.cli import build, ci, sources
+from relocpy.cli import build, ci, install, sources, trust
 from relocpy.errors import RelocpyError
 from relocpy.progress import console
 
-AREAS = [sources, build, ci]
+AREAS = [sources, build, ci, trust, install]
 
 
 def namespace() -> Collection:
@@ -48,9 +48,25 @@ def join_subcommand(argv: list[str], root: Collection) -> list[str]:
     return argv
 
 
+def split_run_args(argv: list[str]) -> list[str]:
+    """`relocpy run 3.13 -- ARGS`: keep ARGS as a list, quoting intact, for the run verb."""
+    if len(argv) >= 2 and argv[1] == "run" and "--" in argv:
+        cut = argv.index("--")
+        install.RUN_ARGS[:] = argv[cut + 1:]
+        return argv[:cut]
+    return argv
+
+
+def help_first(argv: list[str], root: Collection) -> list[str]:
+    """`relocpy install --help` -> `relocpy --help install` (a positional would take '--help')."""
+    if len(argv) >= 3 and argv[2] in ("--help", "-h") and (argv[1] in root.tasks or argv[1] in root.task_names):
+        return [argv[0], "--help", argv[1]]
+    return argv
+
+
 def main(argv: list[str] | None = None) -> None:
     root = namespace()
-    argv = join_subcommand(list(sys.argv if argv is None else argv), root)
+    argv = help_first(join_subcommand(split_run_args(list(sys.argv if argv is None else argv)), root), root)
     program = RelocpyProgram(namespace=root, version=__version__, name="relocpy", binary="relocpy")
     try:
         program.run(argv)

@@ -1,0 +1,214 @@
+"""publish to a directory and to a real S3-speaking server (moto) on loopback."""
+
+import json
+import shutil
+import uuid
+
+import boto3
+import pytest
+
+from relocpy import keys
+from relocpy.errors import PublishError
+from relocpy.index import Index
+from relocpy.publish import Conflict, Report, S3Target, publish_index
+from support import artifact_key, one_error_line, relocpy, tar_with, member, write_metadata
+
+BASE = "http://downloads.example.invalid/python"
+
+
+def build(dist, key, env, *extra):
+    relocpy("index", "build", str(dist), "--base-url", BASE, "--sign", str(key), *extra, env=env, check=True)
+
+
+def second_dist(tmp_path, version="3.99.2"):
+    """Another dist with one small artifact of its own."""
+    other = tmp_path / f"dist-{version}"
+    other.mkdir()
+    key = artifact_key(version=version)
+    tar_with(other / key.filename, [member("python/bin/python3", data=version.encode())])
+    write_metadata(other / key.filename, key)
+    return other
+
+
+def names(index_bytes):
+    return sorted(e.name for e in Index.model_validate_json(index_bytes).artifacts)
+
+
+# --- a directory target ---------------------------------------------------------------
+
+
+def test_dir_publish_rerun_and_refusal(dist, signing_key, env, tmp_path):
+    key, public = signing_key
+    target = tmp_path / "site"
+    build(dist, key, env)
+    first = relocpy("publish", str(dist), "--to", str(target), env=env, check=True)
+    assert "2 uploaded" in first.stderr and "wrote serial 1" in first.stderr
+    again = relocpy("publish", str(dist), "--to", str(target), env=env, check=True)
+    assert "0 uploaded, 2 already there" in again.stderr and "already published" in again.stderr
+    relocpy("index", "verify", str(target), "--trusted-key", public, env=env, check=True)
+    # Same name, other bytes: refused before anything is written.
+    archive = next(dist.glob("*.tar.gz"))
+    (target / archive.name).write_bytes(b"other bytes")
+    before = (target / "index.json").read_bytes()
+    line = one_error_line(relocpy("publish", str(dist), "--to", str(target), env=env))
+    assert "other content" in line and (target / "index.json").read_bytes() == before
+
+
+def test_dry_run_writes_nothing(dist, signing_key, env, tmp_path):
+    build(dist, signing_key[0], env)
+    result = relocpy("publish", str(dist), "--to", str(tmp_path / "site"), "--dry-run", env=env, check=True)
+    assert "would upload" in result.stderr and "would write serial 1" in result.stderr
+    assert not (tmp_path / "site").exists()
+
+
+def test_stale_index_is_refused_or_merged(dist, signing_key, env, tmp_path):
+    key, public = signing_key
+    target = tmp_path / "site"
+    build(dist, key, env)
+    relocpy("publish", str(dist), "--to", str(target), env=env, check=True)
+    other = second_dist(tmp_path)
+    build(other, key, env)  # serial 1, does not know the published entry
+    line = one_error_line(relocpy("publish", str(other), "--to", str(target), env=env))
+    assert "entries not in ours" in line
+    assert len(names((target / "index.json").read_bytes())) == 1
+    relocpy("publish", str(other), "--to", str(target), "--sign", str(key), env=env, check=True)
+    published = (target / "index.json").read_bytes()
+    assert len(names(published)) == 2 and Index.model_validate_json(published).serial == 2
+    relocpy("index", "verify", str(target), "--trusted-key", public, env=env, check=True)
+
+
+# --- S3 (moto on loopback) ---------------------------------------------------------------
+
+
+@pytest.fixture
+def bucket(s3_endpoint, env):
+    env.update(AWS_ACCESS_KEY_ID="test", AWS_SECRET_ACCESS_KEY="test", AWS_DEFAULT_REGION="us-east-1")
+    name = f"py-{uuid.uuid4().hex[:12]}"
+    client = boto3.client("s3", endpoint_url=s3_endpoint, region_name="us-east-1",
+                          aws_access_key_id="test", aws_secret_access_key="test")
+    client.create_bucket(Bucket=name)
+    return client, name
+
+
+def s3_publish(dist, bucket, endpoint, env, *extra):
+    return relocpy("publish", str(dist), "--to", f"s3://{bucket}/releases", "--endpoint-url", endpoint, *extra, env=env)
+
+
+def test_s3_publish_order_idempotence_and_refusal(dist, signing_key, env, bucket, s3_endpoint):
+    client, name = bucket
+    build(dist, signing_key[0], env)
+    first = s3_publish(dist, name, s3_endpoint, env)
+    assert first.returncode == 0, first.stderr
+    keys = sorted(o["Key"] for o in client.list_objects_v2(Bucket=name)["Contents"])
+    archive = artifact_key().filename
+    assert keys == sorted(f"releases/{k}" for k in [archive, archive + ".json", "index.json", "index.json.sig"])
+    head = client.head_object(Bucket=name, Key=f"releases/{archive}")
+    assert head["Metadata"]["sha256"] == json.loads((dist / f"{archive}.json").read_text())["sha256"]
+    again = s3_publish(dist, name, s3_endpoint, env)
+    assert "0 uploaded" in again.stderr and "already published" in again.stderr
+    client.put_object(Bucket=name, Key=f"releases/{archive}.json", Body=b"{}")
+    assert "other content" in one_error_line(s3_publish(dist, name, s3_endpoint, env))
+
+
+def test_s3_rerun_after_crash_completes(dist, signing_key, env, bucket, s3_endpoint):
+    client, name = bucket
+    build(dist, signing_key[0], env)
+    archive = artifact_key().filename
+    # A crash after the first upload: only the archive made it.
+    client.upload_file(str(dist / archive), name, f"releases/{archive}")
+    result = s3_publish(dist, name, s3_endpoint, env)
+    assert result.returncode == 0, result.stderr
+    assert "1 uploaded, 1 already there" in result.stderr
+    got = client.get_object(Bucket=name, Key="releases/index.json")["Body"].read()
+    assert got == (dist / "index.json").read_bytes()
+
+
+def test_s3_racing_publishers_keep_both_entries(dist, signing_key, env, bucket, s3_endpoint, tmp_path):
+    """Both built serial 1 from the same (empty) state; the second merges instead of dropping."""
+    client, name = bucket
+    key, public = signing_key
+    other = second_dist(tmp_path)
+    build(dist, key, env)
+    build(other, key, env)
+    assert s3_publish(dist, name, s3_endpoint, env, "--sign", str(key)).returncode == 0
+    assert "entries not in ours" in one_error_line(s3_publish(other, name, s3_endpoint, env))
+    merged = s3_publish(other, name, s3_endpoint, env, "--sign", str(key))
+    assert merged.returncode == 0, merged.stderr
+    index = client.get_object(Bucket=name, Key="releases/index.json")["Body"].read()
+    assert len(names(index)) == 2 and Index.model_validate_json(index).serial == 2
+    sig = client.get_object(Bucket=name, Key="releases/index.json.sig")["Body"].read()
+    keys.verify(index, sig, [keys.parse_trusted(public)])
+
+
+@pytest.fixture
+def aws_env(monkeypatch):
+    for name, value in {"AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test", "AWS_DEFAULT_REGION": "us-east-1"}.items():
+        monkeypatch.setenv(name, value)
+
+
+def test_s3_conditional_write_detects_a_concurrent_change(bucket, s3_endpoint, aws_env):
+    """The write is conditional on the ETag read: a change in between is a Conflict, not an overwrite."""
+    client, name = bucket
+    target = S3Target(f"s3://{name}/releases", s3_endpoint)
+    assert target.read_index() == (None, None)
+    target.write_index(b"first", b"sig", None)
+    with pytest.raises(Conflict):
+        target.write_index(b"second", b"sig", None)  # someone created it meanwhile
+    data, etag = target.read_index()
+    client.put_object(Bucket=name, Key="releases/index.json", Body=b"changed by another publisher")
+    with pytest.raises(Conflict):
+        target.write_index(b"third", b"sig", etag)
+    assert target.read_index()[0] == b"changed by another publisher"
+
+
+def test_bad_s3_url_and_unreachable_endpoint(dist, signing_key, env):
+    build(dist, signing_key[0], env)
+    env = {**env, "AWS_ACCESS_KEY_ID": "x", "AWS_SECRET_ACCESS_KEY": "x", "AWS_MAX_ATTEMPTS": "1"}
+    assert "s3://BUCKET" in one_error_line(relocpy("publish", str(dist), "--to", "s3://", env=env))
+    line = one_error_line(relocpy("publish", str(dist), "--to", "s3://b/p", "--endpoint-url", "http://127.0.0.1:9", env=env))
+    assert "failed" in line
+
+
+class InterleavedTarget(S3Target):
+    """A real S3 target whose first index read is followed by another publisher's write."""
+
+    def __init__(self, *args, other=None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.other = other
+
+    def read_index(self):
+        seen = super().read_index()
+        if self.other:
+            other, self.other = self.other, None
+            other()
+        return seen
+
+
+def test_s3_lost_race_rereads_and_merges(dist, signing_key, env, bucket, s3_endpoint, tmp_path, aws_env):
+    client, name = bucket
+    key, public = signing_key
+    other = second_dist(tmp_path)
+    build(dist, key, env)
+    build(other, key, env)
+    url = f"s3://{name}/releases"
+    rival = lambda: publish_index(other, S3Target(url, s3_endpoint), [key], False, Report())
+    report = Report()
+    publish_index(dist, InterleavedTarget(url, s3_endpoint, other=rival), [key], False, report)
+    index = client.get_object(Bucket=name, Key="releases/index.json")["Body"].read()
+    assert len(names(index)) == 2 and report.index == "wrote serial 2"
+    sig = client.get_object(Bucket=name, Key="releases/index.json.sig")["Body"].read()
+    keys.verify(index, sig, [keys.parse_trusted(public)])
+
+
+def test_s3_lost_race_without_keys_overwrites_nothing(dist, signing_key, env, bucket, s3_endpoint, tmp_path, aws_env):
+    client, name = bucket
+    key, _ = signing_key
+    other = second_dist(tmp_path)
+    build(dist, key, env)
+    build(other, key, env)
+    url = f"s3://{name}/releases"
+    rival = lambda: publish_index(other, S3Target(url, s3_endpoint), [], False, Report())
+    with pytest.raises(PublishError, match="changed while publishing"):
+        publish_index(dist, InterleavedTarget(url, s3_endpoint, other=rival), [], False, Report())
+    index = client.get_object(Bucket=name, Key="releases/index.json")["Body"].read()
+    assert index == (other / "index.json").read_bytes()

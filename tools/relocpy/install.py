@@ -1,0 +1,272 @@
+"""Install interpreters from a verified index into a versions directory.
+
+Layout: `<versions>/cpython-3.13.15[+variant]` is a symlink to
+`<versions>/.store/<name>-<random>`, the unpacked `python/` prefix. A new
+install or a reinstall is unpacked and checked aside, then the symlink is
+swapped with one rename, so a reader sees the old prefix or the new one,
+never a half-written one.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import re
+import shutil
+import subprocess
+import tarfile
+import uuid
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+
+from packaging import tags
+from packaging.version import Version
+
+from relocpy import keys
+from relocpy.errors import InstallError, RelocpyError, UnsafeArchiveError
+from relocpy.fetch import fetch_all
+from relocpy.index import Index, IndexEntry, SeenSerials, load_verified, resolve_url
+from relocpy.models import SourceFile
+from relocpy.progress import info
+from relocpy.settings import ClientSettings
+
+SPEC_RE = re.compile(r"^(?:cpython[@-])?(?P<version>\d+\.\d+(?:\.\d+)?)$")
+DEFAULT_FLAVORS = ("install_only_stripped", "install_only")
+STORE = ".store"
+RECEIPT = "RELOCPY.json"
+ROOT = "python"
+
+
+@dataclass(frozen=True)
+class Request:
+    release: tuple[int, ...]  # (3, 13) or (3, 13, 15)
+    variant: str | None = None
+
+    @classmethod
+    def parse(cls, spec: str, variant: str | None = None) -> Request:
+        match = SPEC_RE.match(spec.strip())
+        if not match:
+            raise RelocpyError(f"bad version spec {spec!r}: use 3.13, 3.13.15 or cpython@3.13")
+        return cls(tuple(int(p) for p in match.group("version").split(".")), variant or None)
+
+    def matches(self, version: str, variant: str | None) -> bool:
+        release = Version(version).release
+        return release[: len(self.release)] == self.release and variant == self.variant
+
+    def __str__(self) -> str:
+        text = "cpython " + ".".join(map(str, self.release))
+        return text + (f" ({self.variant})" if self.variant else "")
+
+
+# --- choosing -------------------------------------------------------------------
+
+
+def host_platforms() -> list[str]:
+    """Platform tags this host runs, best (most specific) first."""
+    return list(dict.fromkeys(tags.platform_tags()))
+
+
+def choose(index: Index, request: Request, flavor: str | None, platforms: list[str]) -> IndexEntry:
+    flavors = (flavor,) if flavor else DEFAULT_FLAVORS
+    rank = {tag: i for i, tag in enumerate(platforms)}
+    fits = [
+        e for e in index.artifacts
+        if e.implementation == "cpython" and request.matches(e.python_version, e.variant)
+        and e.flavor in flavors and e.platform_tag in rank
+    ]
+    if not fits:
+        raise InstallError(_nothing_fits(index, request, flavors, platforms))
+
+    def order(e: IndexEntry):
+        return (Version(e.python_version), -rank[e.platform_tag], e.build_tag, -flavors.index(e.flavor))
+
+    return max(fits, key=order)
+
+
+def _nothing_fits(index: Index, request: Request, flavors, platforms: list[str]) -> str:
+    same = [e for e in index.artifacts if request.matches(e.python_version, e.variant)]
+    if not same:
+        return f"no {request} in the index"
+    seen = sorted({f"{e.platform_tag}/{e.flavor}" for e in same})
+    return (
+        f"no {request} artifact fits this host ({platforms[0] if platforms else 'unknown platform'}, "
+        f"flavors {', '.join(flavors)}); the index has: {', '.join(seen)}"
+    )
+
+
+# --- unpacking safely -------------------------------------------------------------
+
+
+def check_member(member: tarfile.TarInfo) -> None:
+    """Refuse anything that could land outside the prefix or is not a file, dir or link."""
+    path = PurePosixPath(member.name)
+    if path.is_absolute():
+        raise UnsafeArchiveError(f"archive member {member.name!r} is an absolute path; refusing the archive")
+    if ".." in path.parts:
+        raise UnsafeArchiveError(f"archive member {member.name!r} contains '..'; refusing the archive")
+    if not path.parts or path.parts[0] != ROOT:
+        raise UnsafeArchiveError(f"archive member {member.name!r} is outside {ROOT}/; refusing the archive")
+    if member.isdev():
+        raise UnsafeArchiveError(f"archive member {member.name!r} is a device or fifo; refusing the archive")
+    if member.issym():
+        target = PurePosixPath(os.path.normpath(path.parent / member.linkname))
+        if PurePosixPath(member.linkname).is_absolute() or target.parts[:1] != (ROOT,):
+            raise UnsafeArchiveError(f"symlink {member.name!r} -> {member.linkname!r} points outside the archive; refusing the archive")
+    elif member.islnk():
+        target = PurePosixPath(member.linkname)
+        if target.is_absolute() or ".." in target.parts or target.parts[:1] != (ROOT,):
+            raise UnsafeArchiveError(f"hard link {member.name!r} -> {member.linkname!r} points outside the archive; refusing the archive")
+    elif not (member.isfile() or member.isdir()):
+        raise UnsafeArchiveError(f"archive member {member.name!r} has an unsupported type; refusing the archive")
+
+
+def unpack(archive: Path, dest: Path) -> Path:
+    """Check each member, then extract it, in one pass over the stream; returns the prefix.
+
+    dest is a staging dir that the caller discards if anything is refused, so a
+    refusal half-way leaves nothing behind.
+    """
+    try:
+        with tarfile.open(archive, "r|*") as tar:
+            for member in tar:
+                check_member(member)
+                if member.isdir():
+                    # Modes of dirs are not applied: a read-only dir would block its own members.
+                    (dest / member.name).mkdir(parents=True, exist_ok=True)
+                else:
+                    # The 'data' filter re-checks against the real file system as it writes.
+                    tar.extract(member, dest, filter="data")
+    except tarfile.FilterError as exc:
+        raise UnsafeArchiveError(f"{archive.name}: {exc}; refusing the archive") from None
+    except (tarfile.TarError, EOFError, OSError) as exc:
+        raise InstallError(f"{archive.name}: cannot unpack: {exc}") from None
+    prefix = dest / ROOT
+    if not (prefix / "bin" / "python3").exists():
+        raise InstallError(f"{archive.name}: no {ROOT}/bin/python3 in the archive")
+    return prefix
+
+
+# --- installing -------------------------------------------------------------------
+
+
+def install_name(version: str, variant: str | None) -> str:
+    return f"cpython-{version}" + (f"+{variant}" if variant else "")
+
+
+@contextmanager
+def locked(versions: Path):
+    """One installer at a time swaps links in a versions dir."""
+    versions.mkdir(parents=True, exist_ok=True)
+    with (versions / ".lock").open("w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        yield
+
+
+def smoke_test(prefix: Path) -> None:
+    python = prefix / "bin" / "python3"
+    try:
+        subprocess.run([str(python), "-c", "import sys, encodings"], check=True, capture_output=True, timeout=60)
+    except (subprocess.CalledProcessError, subprocess.TimeoutExpired, OSError) as exc:
+        raise InstallError(f"the unpacked interpreter does not start ({type(exc).__name__}); nothing installed") from None
+
+
+def download(entry: IndexEntry, source: str, settings: ClientSettings) -> Path:
+    """Into the content-addressed cache, sha256 checked while streaming (fetch.py)."""
+    pinned = SourceFile(file=entry.name, sha256=entry.sha256, urls=[resolve_url(source, entry.url)])
+    return fetch_all([(entry.name, [pinned])], settings.fetch)[0].path
+
+
+def place(versions: Path, name: str, prefix: Path, receipt: dict) -> None:
+    """Move the checked prefix into the store and swap the link to it in one rename."""
+    (prefix / RECEIPT).write_text(json.dumps(receipt, indent=2) + "\n")
+    store = versions / STORE / f"{name}-{uuid.uuid4().hex[:12]}"
+    store.parent.mkdir(parents=True, exist_ok=True)
+    prefix.rename(store)
+    link = versions / name
+    old = link.resolve() if link.is_symlink() else None
+    tmp_link = versions / f".{name}.{uuid.uuid4().hex}.link"
+    tmp_link.symlink_to(Path(STORE) / store.name)
+    os.replace(tmp_link, link)
+    if old is not None and old != store:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def install(
+    spec: str, settings: ClientSettings, variant: str | None = None, flavor: str | None = None,
+    reinstall: bool = False,
+) -> Path:
+    request = Request.parse(spec, variant)
+    source, index = fetch_index(settings)
+    entry = choose(index, request, flavor, host_platforms())
+    name = install_name(entry.python_version, entry.variant)
+    versions = settings.install_dir
+    if (versions / name).is_symlink() and not reinstall:
+        info(f"{name} is already installed in {versions} (--reinstall to replace it)")
+        return versions / name
+    archive = download(entry, source, settings)
+    versions.mkdir(parents=True, exist_ok=True)
+    staging = versions / f".staging-{uuid.uuid4().hex[:12]}"
+    try:
+        prefix = unpack(archive, staging)
+        smoke_test(prefix)
+        receipt = {"entry": entry.model_dump(mode="json"), "index": source, "serial": index.serial}
+        with locked(versions):
+            place(versions, name, prefix, receipt)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    info(f"installed {entry.name} as {versions / name}")
+    return versions / name
+
+
+def fetch_index(settings: ClientSettings) -> tuple[str, Index]:
+    if not settings.index_url:
+        raise RelocpyError("no index: pass --index URL, set RELOCPY_INDEX_URL or index_url in the config file")
+    trusted = [keys.parse_trusted(k) for k in settings.trusted_keys]
+    return load_verified(settings.index_url, trusted, SeenSerials(settings.state_file), settings.fetch.timeout)
+
+
+# --- what is installed -----------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Installed:
+    name: str
+    version: str
+    variant: str | None
+    prefix: Path
+
+    @property
+    def python(self) -> Path:
+        return self.prefix / "bin" / "python3"
+
+
+def installed(versions: Path) -> list[Installed]:
+    found = []
+    if not versions.is_dir():
+        return found
+    for link in sorted(versions.iterdir()):
+        receipt = link / RECEIPT
+        if not link.is_symlink() or not receipt.is_file():
+            continue
+        entry = json.loads(receipt.read_text())["entry"]
+        found.append(Installed(link.name, entry["python_version"], entry["variant"], link))
+    return sorted(found, key=lambda i: Version(i.version), reverse=True)
+
+
+def find_installed(spec: str, versions: Path, variant: str | None = None) -> Installed:
+    request = Request.parse(spec, variant)
+    for item in installed(versions):
+        if request.matches(item.version, item.variant):
+            return item
+    raise InstallError(f"{request} is not installed in {versions} (relocpy install {spec})")
+
+
+def uninstall(spec: str, versions: Path, variant: str | None = None) -> Installed:
+    item = find_installed(spec, versions, variant)
+    with locked(versions):
+        store = item.prefix.resolve()
+        item.prefix.unlink()  # the link goes first: the version vanishes in one step
+        shutil.rmtree(store, ignore_errors=True)
+    return item
