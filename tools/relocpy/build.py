@@ -3,11 +3,11 @@ validate, package, and only then publish the archives into --dist."""
 
 from __future__ import annotations
 
+import calendar
 import hashlib
 import json
 import os
 import shutil
-import subprocess
 import time
 from pathlib import Path
 
@@ -41,15 +41,15 @@ def default_build_tag() -> str:
     return time.strftime("%Y%m%d", time.gmtime())
 
 
-def default_source_date_epoch() -> int:
-    """SOURCE_DATE_EPOCH, else the commit time of the checkout, else a fixed date."""
+def default_source_date_epoch(build_tag: str) -> int:
+    """SOURCE_DATE_EPOCH if set, else midnight UTC of a YYYYMMDD build tag, else
+    a fixed date: the same inputs and tag always give the same timestamps."""
     if os.environ.get("SOURCE_DATE_EPOCH"):
         return int(os.environ["SOURCE_DATE_EPOCH"])
     try:
-        out = subprocess.run(["git", "log", "-1", "--format=%ct"], capture_output=True, text=True, check=True)
-        return int(out.stdout.strip())
-    except (OSError, subprocess.CalledProcessError, ValueError):
-        return 1767225600  # 2026-01-01
+        return calendar.timegm(time.strptime(build_tag[:8], "%Y%m%d"))
+    except ValueError:
+        return 1767225600  # 2026-01-01T00:00:00Z
 
 
 def run_build(plan: BuildPlan, options: BuildOptions, fetch_settings: FetchSettings) -> list[ArtifactMetadata]:

@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import shlex
 import shutil
@@ -79,8 +80,9 @@ def _is_elf(path: Path) -> bool:
 
 
 def trampoline(interpreter: str) -> str:
-    """A header that is valid sh (exec the interpreter beside the script) and a
-    Python no-op (a string literal), replacing an absolute shebang."""
+    """A header that is valid sh (exec the interpreter, given relative to the
+    script's real directory) and a Python no-op (a string literal); it
+    replaces an absolute shebang."""
     return (
         "#!/bin/sh\n"
         f"'''exec' \"$(dirname -- \"$(realpath -- \"$0\")\")/{interpreter}\" \"$0\" \"$@\"\n"
@@ -89,14 +91,18 @@ def trampoline(interpreter: str) -> str:
 
 
 def install_trampolines(tree: Path) -> None:
-    interpreter = _interpreter_name(tree)
-    for script in sorted((tree / "bin").iterdir()):
+    """Every script in the tree whose shebang names the build prefix (bin/,
+    and python-config.py in the config directory)."""
+    interpreter = tree / "bin" / _interpreter_name(tree)
+    for script in sorted(tree.rglob("*")):
         if script.is_symlink() or not script.is_file() or _is_elf(script):
             continue
-        data = script.read_bytes()
-        first, _, rest = data.partition(b"\n")
+        with script.open("rb") as handle:
+            first = handle.readline()
         if first.startswith(b"#!") and b"python" in first and INSTALL_PREFIX.encode() in first:
-            script.write_bytes(trampoline(interpreter).encode() + rest)
+            relative = os.path.relpath(interpreter, script.parent)
+            rest = script.read_bytes()[len(first):]
+            script.write_bytes(trampoline(relative).encode() + rest)
 
 
 def _interpreter_name(tree: Path) -> str:

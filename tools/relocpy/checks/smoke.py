@@ -131,7 +131,7 @@ def _():
     import _curses
     import curses
 
-    return curses.ncurses_version._asdict() if hasattr(curses, "ncurses_version") else None
+    return ".".join(map(str, curses.ncurses_version)) if hasattr(curses, "ncurses_version") else None
 
 
 @check("uuid")

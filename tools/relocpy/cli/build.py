@@ -35,13 +35,14 @@ def build(
 ):
     """Build, relocate, validate and package one interpreter into --dist."""
     plan = resolve_plan(load_recipes(), *require_python_and_target(python, target), variant)
+    build_tag = build_tag or default_build_tag()
     options = BuildOptions(
         runner=runner or plan.target.runner,
         dist=Path(dist).absolute(),
-        build_tag=build_tag or default_build_tag(),
+        build_tag=build_tag,
         jobs=int(jobs or os.cpu_count() or 2),
         keep_work=keep_work,
-        source_date_epoch=default_source_date_epoch(),
+        source_date_epoch=default_source_date_epoch(build_tag),
     )
     info(f"building CPython {plan.python.version} ({plan.variant.name}) for {plan.target.triple} "
          f"with the {options.runner} runner; plan {plan.content_hash[:16]}")
