@@ -48,3 +48,7 @@ class TrustError(RelocpyError):
     """A signature, key, expiry or serial check refused an index."""
 
     exit_code = 1
+
+
+class EngineError(RelocpyError):
+    """The container engine is missing, unreachable, or refused a request."""

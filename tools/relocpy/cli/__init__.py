@@ -12,11 +12,11 @@ import sys
 from invoke import Collection, Program
 
 from relocpy import __version__
-from relocpy.cli import build, sources
+from relocpy.cli import build, image, sources
 from relocpy.errors import RelocpyError
 from relocpy.progress import console
 
-AREAS = [sources, build]
+AREAS = [sources, build, image]
 
 
 def namespace() -> Collection:
