@@ -6,6 +6,7 @@ so these tests run (never skip) wherever root and a Debian mirror are at hand.
 
 from __future__ import annotations
 
+import shutil
 import signal
 import subprocess
 import time
@@ -16,13 +17,15 @@ import pytest
 from relocpy.engine import DockerEngine
 from relocpy.errors import EngineError, StepFailed
 from relocpy.images import BootstrapRequest, bootstrap_base, default_tag
-from relocpy.paths import project_root
+from relocpy.paths import project_root, templates_dir
 from relocpy.recipes import get_target, load_recipes
 from relocpy.runners import Mounts
 from relocpy.runners.docker import CONTAINER_PREFIX, DockerRunner
 
 pytestmark = pytest.mark.docker
 
+SCRIPTS = Path(__file__).parent / "scripts"
+ZLIB_TARBALL = "zlib_1.3.dfsg+really1.3.1.orig.tar.gz"
 SUITES = {"bullseye": "11", "bookworm": "12"}
 
 
@@ -65,9 +68,10 @@ def suite_of(runner: DockerRunner) -> str:
     return runner.target.image.removeprefix("relocpy-")
 
 
-def write_script(inputs: Path, body: str) -> Path:
-    script = inputs / "step.sh"
-    script.write_text(body)
+def write_script(inputs: Path, name: str) -> Path:
+    """Copy a step script from tests/scripts/ into the read-only input dir."""
+    script = inputs / name
+    shutil.copyfile(SCRIPTS / name, script)
     return script
 
 
@@ -85,14 +89,7 @@ def test_base_images_are_the_asked_suites(engine, base_images, tmp_path):
 
 def test_script_runs_with_mounts_env_and_log(runner, step_dirs):
     inputs, outputs, log = step_dirs
-    script = write_script(inputs, """
-        echo "suite: $(cut -d. -f1 /etc/debian_version) cwd: $PWD greeting: $GREETING"
-        cat "$INPUTS/source.txt"
-        gcc --version | head -n 1
-        echo built > "$PWD/result.txt"
-        if touch "$INPUTS/forbidden" 2>/dev/null; then echo "input mount is writable"; exit 1; fi
-        echo "input mount is read-only"
-    """)
+    script = write_script(inputs, "mounts-env-log.sh")
     runner.run_script("trivial", script, {"GREETING": "hello there", "INPUTS": str(inputs)},
                       Mounts(read_only=[inputs], writable=[outputs]), log)
     text = log.read_text()
@@ -106,12 +103,7 @@ def test_script_runs_with_mounts_env_and_log(runner, step_dirs):
 
 def test_no_network_fails_fast(runner, step_dirs):
     inputs, outputs, log = step_dirs
-    # With a network this would connect or hang until the timeout; with
-    # --network none there is no route at all and connect fails at once.
-    script = write_script(inputs, """
-        grep -v '^ *lo:' /proc/net/dev | grep ':' && { echo "has an interface"; exit 1; }
-        timeout 20 bash -c 'exec 3<>/dev/tcp/192.0.2.1/80'
-    """)
+    script = write_script(inputs, "no-network.sh")
     assert _has_interface(runner, script), "the probe must see a host network when there is one"
     started = time.monotonic()
     with pytest.raises(StepFailed) as info:
@@ -128,7 +120,7 @@ def _has_interface(runner: DockerRunner, script: Path) -> bool:
 
 def test_failing_script_raises_with_log_tail(runner, step_dirs, engine):
     inputs, outputs, log = step_dirs
-    script = write_script(inputs, "echo 'last words before failing'\nexit 3\n")
+    script = write_script(inputs, "fails.sh")
     with pytest.raises(StepFailed) as info:
         runner.run_script("doomed step", script, {}, Mounts(read_only=[inputs], writable=[outputs]), log)
     message = str(info.value)
@@ -139,9 +131,7 @@ def test_failing_script_raises_with_log_tail(runner, step_dirs, engine):
 
 def test_interrupted_step_leaves_no_container(runner, step_dirs, engine):
     inputs, outputs, log = step_dirs
-    # A step that ignores SIGTERM outlives its killed client: only the
-    # runner's cleanup removes its container.
-    script = write_script(inputs, "trap '' TERM INT\necho started\nsleep 120\n")
+    script = write_script(inputs, "ignores-sigterm.sh")
 
     def interrupt(signum, frame):
         raise KeyboardInterrupt
@@ -171,7 +161,7 @@ def test_builder_image_is_reused(runner, tmp_path, engine):
 
 def test_missing_input_is_one_line_error(runner, step_dirs):
     inputs, outputs, log = step_dirs
-    script = write_script(inputs, "true\n")
+    script = write_script(inputs, "true.sh")
     with pytest.raises(EngineError, match="does not exist"):
         runner.run_script("x", script, {}, Mounts(read_only=[inputs / "nope"], writable=[outputs]), log)
 
@@ -186,3 +176,37 @@ def test_missing_base_image_is_one_line_error(engine):
 def test_no_step_container_left_behind(engine, runner):
     # Runs last in this module: every step above used --rm or was cleaned up.
     assert engine.container_names(CONTAINER_PREFIX) == []
+
+
+def test_image_build_failure_leaves_no_container(engine, base_images, tmp_path):
+    context = tmp_path / "context"
+    context.mkdir()
+    (context / "Dockerfile").write_text(f"FROM {base_images['bullseye']}\nRUN echo doomed-build && false\n")
+    before = engine.container_names("")
+    with pytest.raises(StepFailed, match="doomed-build"):
+        engine.build("relocpy-test-doomed:1", context, {}, tmp_path / "build.log")
+    assert engine.container_names("") == before
+
+
+def test_zig_links_against_glibc_2_17_in_a_bullseye_builder(engine, base_images, tmp_path):
+    ziglang = pytest.importorskip("ziglang", reason="the zig toolchain is the `zig` extra")
+    source = project_root().parent / "shared" / "sources" / ZLIB_TARBALL
+    target = get_target(load_recipes(), "x86_64-unknown-linux-gnu")
+    runner = DockerRunner(target.model_copy(update={"image": base_images["bullseye"]}), engine)
+    inputs, work = tmp_path / "in", tmp_path / "work"
+    inputs.mkdir()
+    script = write_script(inputs, "zig-zlib.sh")
+    zig_dir = Path(ziglang.__file__).parent
+    env = {
+        "SOURCE": str(source),
+        "TOOLCHAIN": str(templates_dir() / "toolchain"),
+        "RELOCPY_ZIG": str(zig_dir / "zig"),
+        "RELOCPY_ZIG_TARGET": "x86_64-linux-gnu.2.17",
+        "ZIG_GLOBAL_CACHE_DIR": str(work / "zig-cache"),
+    }
+    mounts = Mounts(read_only=[inputs, source, templates_dir() / "toolchain", zig_dir], writable=[work])
+    runner.run_script("zig zlib", script, env, mounts, tmp_path / "zig.log")
+    text = (tmp_path / "zig.log").read_text()
+    assert "*** zlib test OK ***" in text or "inflate with dictionary: hello, hello!" in text
+    assert "host glibc: ldd (Debian GLIBC 2.31" in text
+    assert "max glibc: GLIBC_2.14" in text  # memcpy@GLIBC_2.14; nothing newer than the 2.17 floor

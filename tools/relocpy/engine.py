@@ -41,7 +41,8 @@ class DockerEngine:
     def build(self, tag: str, context: Path, labels: dict[str, str], log: Path) -> None:
         # Host network: the engine may run without a bridge (--bridge=none),
         # and the build needs the package mirror; the builds it serves do not.
-        argv = [self.client, "build", "--network", "host", "--tag", tag]
+        # --force-rm: the classic builder keeps a failed step's container.
+        argv = [self.client, "build", "--network", "host", "--force-rm", "--tag", tag]
         for key, value in sorted(labels.items()):
             argv += ["--label", f"{key}={value}"]
         shell.run(f"build image {tag}", [*argv, str(context)], log=log)

@@ -1,0 +1,2 @@
+echo 'last words before failing'
+exit 3
