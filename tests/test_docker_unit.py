@@ -51,6 +51,12 @@ def test_builder_tag_follows_the_rendered_text():
     assert len(builder_tag(bullseye).split(":")[1]) == 16
 
 
+def test_identity_changes_with_the_builder_image():
+    bullseye, bookworm = DockerRunner(linux_target()), DockerRunner(linux_target(image="relocpy-bookworm"))
+    assert bullseye.identity == "docker:" + builder_tag(render_dockerfile(linux_target()))
+    assert bullseye.identity != bookworm.identity
+
+
 def test_target_without_image_is_one_line_error():
     with pytest.raises(EngineError, match="has no base image"):
         render_dockerfile(linux_target(image=""))

@@ -16,6 +16,10 @@ class RelocpyError(Exception):
         return self.message
 
 
+class UsageError(RelocpyError):
+    """A command was called without what it needs."""
+
+
 class RecipeError(RelocpyError):
     """A recipe file is malformed or a cross-reference does not resolve."""
 

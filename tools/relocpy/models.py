@@ -135,6 +135,7 @@ class BuildPlan(Model):
     python: PythonRecipe
     target: Target
     variant: Variant
+    artifact_variant: str | None  # the variant part of artifact names (None: unnamed default)
     patches: list[PatchRef]
     dependencies: list[DependencyStep]  # in build order
     configure_flags: list[str]

@@ -23,6 +23,7 @@ def resolve_plan(recipes: Recipes, python: str, target: str, variant: str | None
         python=python_recipe,
         target=target_recipe,
         variant=chosen,
+        artifact_variant=None if chosen.name == recipes.unnamed_variant else chosen.name,
         patches=[PatchRef(path=p, sha256=_file_sha256(patches_dir() / p)) for p in python_recipe.patches],
         dependencies=_dependency_steps(recipes, target_recipe.dependencies),
         configure_flags=[*python_recipe.configure, *chosen.configure],

@@ -12,11 +12,11 @@ import sys
 from invoke import Collection, Program
 
 from relocpy import __version__
-from relocpy.cli import build, image, sources
+from relocpy.cli import build, ci, image, sources
 from relocpy.errors import RelocpyError
 from relocpy.progress import console
 
-AREAS = [sources, build, image]
+AREAS = [sources, build, ci, image]
 
 
 def namespace() -> Collection:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from invoke import task
 
-from relocpy.errors import UnknownNameError
+from relocpy.errors import UsageError
 from relocpy.images import BootstrapRequest, bootstrap_base, default_tag
 from relocpy.progress import info, step
 from relocpy.recipes import get_target, load_recipes
@@ -17,7 +17,7 @@ def _require(verb: str, **flags) -> None:
     # which would otherwise swallow `--help`.
     for flag, value in flags.items():
         if not value:
-            raise UnknownNameError(f"{verb} needs --{flag}")
+            raise UsageError(f"{verb} needs --{flag}")
 
 
 def _log(name: str):

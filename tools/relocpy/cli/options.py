@@ -7,6 +7,7 @@ import sys
 
 from pydantic import BaseModel
 
+from relocpy.errors import UsageError
 from relocpy.settings import FetchSettings
 
 FETCH_HELP = {
@@ -31,3 +32,9 @@ def print_json(value) -> None:
         value = value.model_dump(mode="json")
     json.dump(value, sys.stdout, indent=2, sort_keys=False, default=str)
     sys.stdout.write("\n")
+
+
+def require_python_and_target(python: str | None, target: str | None) -> tuple[str, str]:
+    if not python or not target:
+        raise UsageError("--python and --target are both required (see `relocpy recipes list`)")
+    return python, target

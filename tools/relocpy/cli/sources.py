@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from invoke import task
 
-from relocpy.cli.options import FETCH_HELP, PLAN_HELP, fetch_settings, print_json
-from relocpy.errors import RecipeError, UnknownNameError
+from relocpy.cli.options import FETCH_HELP, PLAN_HELP, fetch_settings, print_json, require_python_and_target
+from relocpy.errors import RecipeError, UsageError
 from relocpy.fetch import fetch_all
 from relocpy.plan import resolve_plan
 from relocpy.progress import info
@@ -53,9 +53,9 @@ def recipes_list(c, json=False):
 
 
 @task(help={**PLAN_HELP, "json": "print the plan as JSON"})
-def plan(c, python, target, variant=None, json=False):
+def plan(c, python=None, target=None, variant=None, json=False):
     """Print the resolved build plan: dependencies in build order, sources, patches, configure flags."""
-    resolved = resolve_plan(load_recipes(), python, target, variant)
+    resolved = resolve_plan(load_recipes(), *require_python_and_target(python, target), variant)
     if json:
         print_json({"content_hash": resolved.content_hash, **resolved.model_dump(mode="json")})
         return
@@ -89,7 +89,7 @@ def fetch(c, python=None, target=None, variant=None, all=False, mirror=None, cac
     elif python and target:
         components = resolve_plan(recipes, python, target, variant).all_sources()
     else:
-        raise UnknownNameError("fetch needs --python and --target, or --all")
+        raise UsageError("fetch needs --python and --target, or --all")
     settings = fetch_settings(mirror, cache_dir, offline, parallel=int(jobs))
     for fetched in fetch_all(components, settings):
         info(f"{fetched.component:<10} {fetched.source.file}  ok  ({fetched.location})")

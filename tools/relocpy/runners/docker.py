@@ -86,6 +86,11 @@ class DockerRunner:
         self.engine = engine or DockerEngine()
         self._image: str | None = None
 
+    @property
+    def identity(self) -> str:
+        """What build caches key on: the builder image's tag (its Dockerfile's hash)."""
+        return f"docker:{builder_tag(render_dockerfile(self.target))}"
+
     def ensure_image(self, log: Path) -> str:
         """Build the builder image unless an up-to-date one exists; return its tag."""
         self.engine.ensure_engine()

@@ -1,0 +1,144 @@
+"""The build pipeline for one plan: fetch, dependencies, CPython, relocate,
+validate, package, and only then publish the archives into --dist."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import time
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict
+
+from relocpy.cpython import build_cpython
+from relocpy.deps import COMPLETE_MARKER, StepContext, build_dependencies
+from relocpy.fetch import fetch_all
+from relocpy.models import ArtifactMetadata, BuildPlan
+from relocpy.package import license_texts, package_all
+from relocpy.progress import info, step
+from relocpy.relocate import relocate
+from relocpy.runners import get_runner
+from relocpy.settings import FetchSettings
+from relocpy.toolchain import toolchain_env
+from relocpy.validate import validate_tree
+
+
+class BuildOptions(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    runner: str
+    dist: Path
+    build_tag: str
+    jobs: int
+    keep_work: bool = False
+    source_date_epoch: int
+
+
+def default_build_tag() -> str:
+    return time.strftime("%Y%m%d", time.gmtime())
+
+
+def default_source_date_epoch() -> int:
+    """SOURCE_DATE_EPOCH, else the commit time of the checkout, else a fixed date."""
+    if os.environ.get("SOURCE_DATE_EPOCH"):
+        return int(os.environ["SOURCE_DATE_EPOCH"])
+    try:
+        out = subprocess.run(["git", "log", "-1", "--format=%ct"], capture_output=True, text=True, check=True)
+        return int(out.stdout.strip())
+    except (OSError, subprocess.CalledProcessError, ValueError):
+        return 1767225600  # 2026-01-01
+
+
+def run_build(plan: BuildPlan, options: BuildOptions, fetch_settings: FetchSettings) -> list[ArtifactMetadata]:
+    runner = get_runner(options.runner, plan.target)
+    cache_dir = fetch_settings.cache_dir
+    work_dir = cache_dir / "work" / plan.content_hash[:16]
+    ctx = StepContext(
+        cache_dir=cache_dir,
+        work_dir=work_dir,
+        runner=runner,
+        runner_identity=getattr(runner, "identity", runner.name),
+        toolchain=toolchain_env(plan.target),
+        jobs=options.jobs,
+        source_date_epoch=options.source_date_epoch,
+    )
+    try:
+        with step("fetch sources"):
+            fetched = {f.component: f for f in fetch_all(plan.all_sources(), fetch_settings)}
+        deps = build_dependencies(plan, fetched, ctx)
+        built = build_cpython(plan, fetched["cpython"], deps, ctx)
+        finished = cache_dir / "artifacts" / f"{_artifacts_key(built.key, options)[:24]}"
+        if (finished / COMPLETE_MARKER).is_file():
+            info("    relocated, validated and packaged before: reusing the archives")
+            artifacts = _load_artifacts(finished)
+        else:
+            artifacts = _finish(plan, built, deps, fetched, ctx, options, finished)
+        publish_to_dist(artifacts, finished, options.dist)
+    finally:
+        runner.close()
+    if not options.keep_work:
+        shutil.rmtree(work_dir, ignore_errors=True)
+    return artifacts
+
+
+def _finish(plan, built, deps, fetched, ctx, options, finished: Path) -> list[ArtifactMetadata]:
+    """Relocate, validate and package into `finished` (a cache entry)."""
+    with step("relocate"):
+        tree = relocate(built, ctx.work_dir / "staging", deps, ctx.work_dir)
+    with step("validate"):
+        report = validate_tree(
+            tree,
+            arch=plan.target.arch,
+            excluded_modules=plan.excluded_modules,
+            export_prefixes=[p for s in plan.dependencies for p in s.dependency.exports],
+            build_paths=[str(built.destdir), str(ctx.work_dir), *(str(d.prefix) for d in deps)],
+            floor=plan.target.floor if plan.target.libc == "glibc" else None,
+        )
+        info(f"    platform tag {report.platform_tag} (highest symbol version GLIBC_{report.glibc_max})")
+    with step("package"):
+        shutil.rmtree(finished, ignore_errors=True)
+        texts = license_texts(built.license_file, fetched)
+        artifacts = package_all(
+            tree, plan, report, options.build_tag, options.source_date_epoch, fetched, texts, finished
+        )
+        (finished / COMPLETE_MARKER).write_text(json.dumps([a.name for a in artifacts]))
+    return artifacts
+
+
+def _artifacts_key(cpython_key: str, options: BuildOptions) -> str:
+    """The packaged archives depend on the built tree, the tag, the epoch and
+    the code that relocates, validates and packages it."""
+    digest = hashlib.sha256(f"{cpython_key}:{options.build_tag}:{options.source_date_epoch}".encode())
+    here = Path(__file__).parent
+    for path in sorted([*here.glob("*.py"), *(here / "checks").glob("*")]):
+        if path.is_file():
+            digest.update(path.read_bytes())
+    return digest.hexdigest()
+
+
+def _load_artifacts(finished: Path) -> list[ArtifactMetadata]:
+    names = json.loads((finished / COMPLETE_MARKER).read_text())
+    return [ArtifactMetadata.model_validate_json((finished / f"{name}.json").read_text()) for name in names]
+
+
+def publish_to_dist(artifacts: list[ArtifactMetadata], out: Path, dist: Path) -> None:
+    """Copy finished archives and metadata into dist: all are staged under
+    hidden names first, then renamed, so dist never shows a partial file."""
+    dist.mkdir(parents=True, exist_ok=True)
+    names = [n for meta in artifacts for n in (meta.name, meta.name + ".json")]
+    staged = []
+    try:
+        for name in names:
+            tmp = dist / f".{name}.partial"
+            shutil.copyfile(out / name, tmp)
+            staged.append((tmp, dist / name))
+        for tmp, final in staged:
+            tmp.replace(final)
+    finally:
+        for tmp, _ in staged:
+            tmp.unlink(missing_ok=True)
+    for meta in artifacts:
+        info(f"    {dist / meta.name}  ({meta.size / 1e6:.1f} MB, sha256 {meta.sha256[:16]}…)")

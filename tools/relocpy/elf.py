@@ -1,0 +1,146 @@
+"""ELF rules for a portable interpreter, checked with pyelftools.
+
+Each ELF file may need only the platform's base libraries (or the tree's own
+libpython), must find those of the tree through $ORIGIN, must not have an
+executable stack, must be full RELRO (RELRO + BIND_NOW) and must not export a
+bundled dependency's symbols. The highest GLIBC symbol version needed
+decides the manylinux tag.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from elftools.common.exceptions import ELFError
+from elftools.elf.dynamic import DynamicSection
+from elftools.elf.elffile import ELFFile
+from elftools.elf.gnuversions import GNUVerNeedSection
+from pydantic import BaseModel
+
+BASE_LIBRARIES = {
+    "libc.so.6", "libm.so.6", "libdl.so.2", "libpthread.so.0", "librt.so.1", "libutil.so.1",
+    "ld-linux-x86-64.so.2", "ld-linux-aarch64.so.1", "libgcc_s.so.1",
+}
+OWN_LIBRARY = re.compile(r"^libpython3(\.\d+[td]*)?\.so(\.1\.0)?$")
+DF_BIND_NOW = 0x8
+DF_1_NOW = 0x1
+PF_X = 0x1
+
+
+class ElfSummary(BaseModel):
+    files: int
+    glibc_max: str | None
+    problems: list[str]
+    glibc_by_file: dict[str, str]
+
+
+def is_elf(path: Path) -> bool:
+    if path.is_symlink() or not path.is_file():
+        return False
+    with path.open("rb") as handle:
+        return handle.read(4) == b"\x7fELF"
+
+
+def check_tree(tree: Path, export_prefixes: list[str]) -> ElfSummary:
+    problems: list[str] = []
+    by_file: dict[str, str] = {}
+    files = [p for p in sorted(tree.rglob("*")) if is_elf(p)]
+    for path in files:
+        name = str(path.relative_to(tree))
+        try:
+            file_problems, glibc = check_file(path, export_prefixes)
+        except ELFError as exc:
+            problems.append(f"{name}: unreadable ELF ({exc})")
+            continue
+        problems += [f"{name}: {p}" for p in file_problems]
+        if glibc:
+            by_file[name] = glibc
+    highest = max(by_file.values(), key=_version_key, default=None)
+    return ElfSummary(files=len(files), glibc_max=highest, problems=problems, glibc_by_file=by_file)
+
+
+def check_file(path: Path, export_prefixes: list[str]) -> tuple[list[str], str | None]:
+    with path.open("rb") as handle:
+        elf = ELFFile(handle)
+        dynamic = elf.get_section_by_name(".dynamic")
+        if not isinstance(dynamic, DynamicSection):
+            return [], None  # a static object or relocatable file: nothing is loaded
+        problems = _needed_problems(dynamic) + _hardening_problems(elf, dynamic)
+        problems += _export_problems(elf, export_prefixes)
+        return problems, _glibc_max(elf)
+
+
+def _needed_problems(dynamic: DynamicSection) -> list[str]:
+    problems = []
+    for tag in dynamic.iter_tags():
+        if tag.entry.d_tag == "DT_NEEDED":
+            lib = tag.needed
+            if lib not in BASE_LIBRARIES and not OWN_LIBRARY.match(lib):
+                problems.append(f"needs {lib}, not a base library")
+        elif tag.entry.d_tag in ("DT_RPATH", "DT_RUNPATH"):
+            value = tag.rpath if tag.entry.d_tag == "DT_RPATH" else tag.runpath
+            for entry in value.split(":"):
+                if entry and not entry.startswith("$ORIGIN"):
+                    problems.append(f"search path {entry} is not relative to $ORIGIN")
+    return problems
+
+
+def _hardening_problems(elf: ELFFile, dynamic: DynamicSection) -> list[str]:
+    problems = []
+    segments = {seg["p_type"]: seg for seg in elf.iter_segments()}
+    stack = segments.get("PT_GNU_STACK")
+    if stack is None or stack["p_flags"] & PF_X:
+        problems.append("executable stack")
+    if "PT_GNU_RELRO" not in segments:
+        problems.append("no RELRO")
+    flags = {tag.entry.d_tag: tag.entry.d_val for tag in dynamic.iter_tags()}
+    bind_now = "DT_BIND_NOW" in flags or flags.get("DT_FLAGS", 0) & DF_BIND_NOW or flags.get("DT_FLAGS_1", 0) & DF_1_NOW
+    if not bind_now:
+        problems.append("no BIND_NOW")
+    return problems
+
+
+def exported_symbols(elf: ELFFile) -> list[str]:
+    dynsym = elf.get_section_by_name(".dynsym")
+    if dynsym is None:
+        return []
+    return [
+        sym.name
+        for sym in dynsym.iter_symbols()
+        if sym.name
+        and sym["st_shndx"] != "SHN_UNDEF"
+        and sym["st_info"]["bind"] in ("STB_GLOBAL", "STB_WEAK")
+        and sym["st_other"]["visibility"] in ("STV_DEFAULT", "STV_PROTECTED")
+    ]
+
+
+def _export_problems(elf: ELFFile, export_prefixes: list[str]) -> list[str]:
+    if not export_prefixes:
+        return []
+    prefixes = tuple(export_prefixes)
+    leaked = [name for name in exported_symbols(elf) if name.startswith(prefixes)]
+    if not leaked:
+        return []
+    return [f"exports {len(leaked)} bundled-library symbol(s), e.g. {', '.join(sorted(leaked)[:3])}"]
+
+
+def _glibc_max(elf: ELFFile) -> str | None:
+    versions = []
+    for section in elf.iter_sections():
+        if isinstance(section, GNUVerNeedSection):
+            for _verneed, auxiliaries in section.iter_versions():
+                for aux in auxiliaries:
+                    if aux.name.startswith("GLIBC_") and re.fullmatch(r"GLIBC_\d+(\.\d+)*", aux.name):
+                        versions.append(aux.name[len("GLIBC_"):])
+    return max(versions, key=_version_key, default=None)
+
+
+def _version_key(version: str) -> tuple[int, ...]:
+    return tuple(int(part) for part in version.split("."))
+
+
+def manylinux_tag(glibc_max: str | None, arch: str) -> str:
+    """The PEP 600 tag the files support: manylinux_<major>_<minor>_<arch>."""
+    major, minor = (_version_key(glibc_max) + (0,))[:2] if glibc_max else (2, 5)
+    return f"manylinux_{major}_{minor}_{arch}"

@@ -1,0 +1,221 @@
+"""Make an installed CPython tree work wherever it is unpacked.
+
+- ELF: the interpreter and libpython3.so find libpython through $ORIGIN.
+- Scripts in bin/: a /bin/sh trampoline that runs the interpreter beside them.
+- sysconfig data, the config Makefile, python-config and pkg-config files:
+  every path is computed from where the file is at run time; flags naming the
+  build machine's dependency prefix are dropped.
+- No bytecode compiled on the build machine.
+"""
+
+from __future__ import annotations
+
+import re
+import shlex
+import shutil
+import stat
+from pathlib import Path
+
+from relocpy import shell
+from relocpy.cpython import INSTALL_PREFIX, BuiltPython
+from relocpy.deps import BuiltDependency
+
+# Stands for the installation prefix in relocated sysconfig data.
+PREFIX_TOKEN = "@RELOCPY_PREFIX@"
+MAKEFILE_PREFIX = "prefix := $(abspath $(dir $(lastword $(MAKEFILE_LIST)))../../..)"
+
+
+def relocate(built: BuiltPython, staging: Path, deps: list[BuiltDependency], work_dir: Path | None = None) -> Path:
+    """Copy the installed tree to staging/python and relocate it there."""
+    tree = staging / "python"
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
+    shutil.copytree(built.tree, tree, symlinks=True)
+    build_paths = build_machine_paths(built, deps, work_dir)
+    set_rpaths(tree)
+    install_trampolines(tree)
+    relocate_sysconfigdata(tree, build_paths)
+    relocate_makefile(tree, build_paths)
+    relocate_python_config(tree, build_paths)
+    relocate_pkgconfig(tree)
+    remove_bytecode(tree)
+    return tree
+
+
+def build_machine_paths(built: BuiltPython, deps: list[BuiltDependency], work_dir: Path | None) -> list[str]:
+    """Directories of the build machine that must not survive relocation, longest first."""
+    paths = {str(built.destdir)}
+    paths |= {str(d.prefix) for d in deps}
+    if work_dir:
+        paths.add(str(work_dir))
+    return sorted(paths, key=len, reverse=True)
+
+
+# --- ELF -------------------------------------------------------------------------
+
+
+def set_rpaths(tree: Path) -> None:
+    lib = tree / "lib"
+    for exe in sorted((tree / "bin").glob("python3*")):
+        if exe.is_file() and not exe.is_symlink() and _is_elf(exe):
+            _patchelf(exe, "$ORIGIN/../lib")
+    stable_abi = lib / "libpython3.so"
+    if stable_abi.is_file():
+        _patchelf(stable_abi, "$ORIGIN")
+
+
+def _patchelf(path: Path, rpath: str) -> None:
+    # DT_RPATH rather than DT_RUNPATH: it also applies to libraries loaded by
+    # what this file loads, so extensions linked to libpython find it too.
+    shell.capture(["patchelf", "--force-rpath", "--set-rpath", rpath, str(path)])
+
+
+def _is_elf(path: Path) -> bool:
+    with path.open("rb") as handle:
+        return handle.read(4) == b"\x7fELF"
+
+
+# --- scripts -----------------------------------------------------------------------
+
+
+def trampoline(interpreter: str) -> str:
+    """A header that is valid sh (exec the interpreter beside the script) and a
+    Python no-op (a string literal), replacing an absolute shebang."""
+    return (
+        "#!/bin/sh\n"
+        f"'''exec' \"$(dirname -- \"$(realpath -- \"$0\")\")/{interpreter}\" \"$0\" \"$@\"\n"
+        "' '''\n"
+    )
+
+
+def install_trampolines(tree: Path) -> None:
+    interpreter = _interpreter_name(tree)
+    for script in sorted((tree / "bin").iterdir()):
+        if script.is_symlink() or not script.is_file() or _is_elf(script):
+            continue
+        data = script.read_bytes()
+        first, _, rest = data.partition(b"\n")
+        if first.startswith(b"#!") and b"python" in first and INSTALL_PREFIX.encode() in first:
+            script.write_bytes(trampoline(interpreter).encode() + rest)
+
+
+def _interpreter_name(tree: Path) -> str:
+    candidates = sorted(
+        p.name for p in (tree / "bin").glob("python3.*") if re.fullmatch(r"python3\.\d+[td]*", p.name)
+    )
+    return candidates[0]
+
+
+# --- sysconfig -------------------------------------------------------------------------
+
+
+def scrub_flags(value: str, build_paths: list[str]) -> str:
+    """Drop -I/-L/-rpath flags that point into the build machine's directories."""
+    if not any(path in value for path in build_paths):
+        return value
+    try:
+        words = shlex.split(value)
+    except ValueError:
+        return value
+    kept = [w for w in words if not (_is_path_flag(w) and any(p in w for p in build_paths))]
+    return " ".join(kept)
+
+
+def _is_path_flag(word: str) -> bool:
+    return word.startswith(("-I", "-L", "-Wl,-rpath", "-isystem", "--with-openssl=", "PKG_CONFIG"))
+
+
+def _relocate_text(value: str, build_paths: list[str], prefix_ref: str, srcdir_ref: str) -> str:
+    """Point the install prefix at prefix_ref and what is left of the build
+    tree (srcdir and friends) at srcdir_ref: the config directory stands in for
+    the source tree once installed, as sysconfig expects."""
+    value = scrub_flags(value, build_paths)
+    for path in build_paths:
+        value = re.sub(re.escape(path) + r"[^\s'\"]*", srcdir_ref, value)
+    return value.replace(INSTALL_PREFIX, prefix_ref)
+
+
+def relocate_sysconfigdata(tree: Path, build_paths: list[str]) -> None:
+    for data_file in (tree / "lib").glob("python3.*/_sysconfigdata_*.py"):
+        namespace: dict = {}
+        exec(compile(data_file.read_text(), str(data_file), "exec"), namespace)
+        variables = namespace["build_time_vars"]
+        libpl = variables.get("LIBPL", "").replace(INSTALL_PREFIX, PREFIX_TOKEN)
+        relocated = {
+            key: _relocate_text(value, build_paths, PREFIX_TOKEN, libpl) if isinstance(value, str) else value
+            for key, value in variables.items()
+        }
+        data_file.write_text(_render_sysconfigdata(relocated))
+
+
+def _render_sysconfigdata(variables: dict) -> str:
+    lines = [
+        "# system configuration generated and used by the sysconfig module",
+        "# Relocatable: paths are computed from this file's location at import time.",
+        "import os as _os",
+        "",
+        "_prefix = _os.path.dirname(_os.path.dirname(_os.path.dirname(_os.path.abspath(__file__))))",
+        "",
+        "build_time_vars = {",
+    ]
+    for key in sorted(variables):
+        value = variables[key]
+        if isinstance(value, str) and PREFIX_TOKEN in value:
+            parts = value.split(PREFIX_TOKEN)
+            rendered = " + _prefix + ".join(repr(part) for part in parts)
+        else:
+            rendered = repr(value)
+        lines.append(f"    {key!r}: {rendered},")
+    lines += ["}", "del _os, _prefix", ""]
+    return "\n".join(lines)
+
+
+def relocate_makefile(tree: Path, build_paths: list[str]) -> None:
+    for makefile in (tree / "lib").glob("python3.*/config-*/Makefile"):
+        out = []
+        for line in makefile.read_text().splitlines():
+            if re.match(r"^prefix\s*=", line):
+                out.append(MAKEFILE_PREFIX)
+                continue
+            name, sep, value = line.partition("=")
+            if sep and re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*\s*", name):
+                value = _relocate_text(value, build_paths, "$(prefix)", "$(LIBPL)")
+                line = name + sep + value
+            else:
+                line = _relocate_text(line, build_paths, "$(prefix)", "$(LIBPL)")
+            out.append(line)
+        makefile.write_text("\n".join(out) + "\n")
+
+
+def relocate_python_config(tree: Path, build_paths: list[str]) -> None:
+    for script in (tree / "bin").glob("python3*-config"):
+        if script.is_symlink():
+            continue
+        text = script.read_text()
+        # Upstream's helper breaks on paths with spaces: quote every expansion.
+        text = text.replace(
+            'RESULT=$(dirname $(cd $(dirname "$1") && pwd -P))',
+            'RESULT=$(dirname "$(cd "$(dirname "$1")" && pwd -P)")',
+        )
+        text = _relocate_text(text, build_paths, "${prefix_real}", "${prefix_real}")
+        script.write_text(text)
+        script.chmod(script.stat().st_mode | stat.S_IXUSR | stat.S_IXGRP | stat.S_IXOTH)
+
+
+def relocate_pkgconfig(tree: Path) -> None:
+    for pc in (tree / "lib" / "pkgconfig").glob("*.pc"):
+        if pc.is_symlink():
+            continue
+        lines = []
+        for line in pc.read_text().splitlines():
+            if line.startswith("prefix="):
+                line = "prefix=${pcfiledir}/../.."
+            else:
+                line = line.replace(INSTALL_PREFIX, "${prefix}")
+            lines.append(line)
+        pc.write_text("\n".join(lines) + "\n")
+
+
+def remove_bytecode(tree: Path) -> None:
+    for cache in sorted(tree.rglob("__pycache__"), reverse=True):
+        shutil.rmtree(cache)

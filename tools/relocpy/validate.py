@@ -1,0 +1,205 @@
+"""Validate an interpreter tree: ELF rules, no build-machine paths, and a real
+run of every bundled library from a moved copy at an awkward path.
+
+Any violation raises ValidationFailed listing them; nothing reaches --dist.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+
+from pydantic import BaseModel
+
+from relocpy import elf
+from relocpy.cpython import INSTALL_PREFIX
+from relocpy.errors import ValidationFailed
+from relocpy.progress import info, warn
+from relocpy.tlsprobe import LoopbackTLSServer, build_wheel
+
+CHECKS = Path(__file__).parent / "checks"
+# Test extension modules, dropped from the install_only flavors.
+TEST_MODULES = [
+    "_ctypes_test", "_testbuffer", "_testcapi", "_testclinic", "_testclinic_limited",
+    "_testexternalinspection", "_testimportmultiple", "_testinternalcapi",
+    "_testlimitedcapi", "_testmultiphase", "_testsinglephase", "xxlimited",
+    "xxlimited_35", "xxsubtype", "_xxtestfuzz", "_xxsubinterpreters", "_xxinterpchannels",
+]
+# CPython's own tests for the bundled libraries (from the full flavor).
+REGRESSION_TESTS = [
+    "test_zlib", "test_bz2", "test_lzma", "test_sqlite3", "test_hashlib", "test_ssl",
+    "test_ctypes", "test_uuid", "test_readline", "test_pyexpat", "test_xml_etree_c",
+    "test_decimal", "test_venv", "test_sysconfig",
+]
+# Strings naming the build machine that a relocated tree must not contain.
+ALWAYS_FORBIDDEN = [INSTALL_PREFIX]
+
+
+class ValidationReport(BaseModel):
+    platform_tag: str
+    glibc_max: str | None
+    abiflags: str
+    python_tag: str
+    abi_tag: str
+    wheel_tags: list[str]
+    checks: list[str]
+    facts: dict
+
+
+def validate_tree(
+    tree: Path,
+    arch: str,
+    excluded_modules: dict[str, str],
+    export_prefixes: list[str],
+    build_paths: list[str] = (),
+    floor: str | None = None,
+    regression_tests: bool = True,
+) -> ValidationReport:
+    problems: list[str] = []
+    elf_summary = elf.check_tree(tree, export_prefixes)
+    problems += elf_summary.problems
+    problems += find_build_paths(tree, [*ALWAYS_FORBIDDEN, *build_paths])
+    if floor and elf_summary.glibc_max and _version(elf_summary.glibc_max) > _version(floor):
+        warn(f"the tree needs GLIBC_{elf_summary.glibc_max}, above the target's floor {floor}")
+    if problems:
+        raise ValidationFailed(_summarise(problems))
+    runtime = run_runtime_checks(tree, excluded_modules, regression_tests)
+    platform_tag = elf.manylinux_tag(elf_summary.glibc_max, arch)
+    return ValidationReport(platform_tag=platform_tag, glibc_max=elf_summary.glibc_max, **runtime)
+
+
+def _version(text: str) -> tuple[int, ...]:
+    return tuple(int(part) for part in text.split("."))
+
+
+def _summarise(problems: list[str]) -> str:
+    head = problems[0] if len(problems) == 1 else f"{len(problems)} problems: " + "; ".join(problems[:8])
+    return "validation failed: " + head + (" …" if len(problems) > 8 else "")
+
+
+# --- build-machine paths ---------------------------------------------------------
+
+
+def find_build_paths(tree: Path, forbidden: list[str]) -> list[str]:
+    """Text files (no NUL bytes) that still name a build-machine directory."""
+    needles = [f.encode() for f in forbidden if f]
+    problems = []
+    for path in sorted(tree.rglob("*")):
+        if path.is_symlink() or not path.is_file():
+            continue
+        data = path.read_bytes()
+        if b"\0" in data[:8192]:
+            continue
+        for needle in needles:
+            if needle in data:
+                problems.append(f"{path.relative_to(tree.parent)} names the build path {needle.decode()}")
+                break
+    return problems
+
+
+# --- runtime -------------------------------------------------------------------------
+
+
+def run_runtime_checks(tree: Path, excluded_modules: dict[str, str], regression_tests: bool) -> dict:
+    with tempfile.TemporaryDirectory(prefix="relocpy-validate-") as tmp:
+        base = Path(tmp) / "unpacked here ü ✓"
+        first = base / "first"
+        shutil.copytree(tree, first / "python", symlinks=True)
+        moved = base / "moved after unpacking"
+        first.rename(moved)
+        link = Path(tmp) / "python3-link"
+        link.symlink_to(moved / "python" / "bin" / "python3")
+        checker = _Checker(Path(tmp), link, moved / "python", excluded_modules)
+        result = checker.smoke()
+        checker.venv_and_wheel()
+        checker.c_extension()
+        checker.config_scripts()
+        if regression_tests and (moved / "python" / "lib").glob("python3.*/test/__init__.py"):
+            checker.regression_tests()
+        return result
+
+
+class _Checker:
+    def __init__(self, tmp: Path, python: Path, prefix: Path, excluded: dict[str, str]):
+        self.tmp, self.python, self.prefix = tmp, python, prefix
+        self.env = {
+            "PATH": "/usr/bin:/bin",
+            "LC_ALL": "C.UTF-8",
+            "HOME": str(tmp),
+            "RELOCPY_EXCLUDED_MODULES": json.dumps(sorted(excluded)),
+            "RELOCPY_ABSENT_OK": json.dumps(TEST_MODULES),
+        }
+
+    def run(self, name: str, argv: list, timeout: int = 600, **kwargs) -> str:
+        try:
+            result = subprocess.run(
+                [str(a) for a in argv], capture_output=True, text=True, env=self.env, timeout=timeout, **kwargs
+            )
+        except subprocess.TimeoutExpired:
+            raise ValidationFailed(f"validation failed: {name}: timed out after {timeout}s") from None
+        if result.returncode != 0:
+            detail = (result.stderr or result.stdout).strip().splitlines()[-3:]
+            raise ValidationFailed(f"validation failed: {name}: " + " | ".join(detail))
+        return result.stdout
+
+    def smoke(self) -> dict:
+        with LoopbackTLSServer(self.tmp) as server:
+            argv = [self.python, CHECKS / "smoke.py", server.info_file]
+            if server.can_install_ca():
+                argv = ["unshare", "--mount", "--", CHECKS / "with_system_ca.sh", server.bundle, *argv]
+            else:
+                warn("cannot use a private mount namespace here: the TLS check trusts the system store only")
+                argv = argv[:2]
+            out = self.run("smoke checks", argv)
+        report = json.loads(out.strip().splitlines()[-1])
+        if report["failed"]:
+            raise ValidationFailed(
+                "validation failed: " + "; ".join(f"{k}: {v}" for k, v in report["failed"].items())
+            )
+        info(f"    runtime checks passed from '{self.prefix}': {', '.join(report['ok'])}")
+        return self._interpreter_facts(report)
+
+    def _interpreter_facts(self, report: dict) -> dict:
+        out = self.run("wheel tags", [self.python, CHECKS / "tags.py"])
+        tags = json.loads(out)
+        return {**tags, "checks": report["ok"], "facts": report["facts"]}
+
+    def venv_and_wheel(self) -> None:
+        venv = self.tmp / "venv with space"
+        self.run("python -m venv", [self.python, "-m", "venv", venv])
+        wheels = self.tmp / "wheels"
+        build_wheel(wheels)
+        self.run("pip install (offline)", [venv / "bin" / "python", "-m", "pip", "install", "--no-index",
+                                           "--find-links", wheels, "relocpy-probe-wheel"])
+        self.run("import installed wheel", [venv / "bin" / "python", "-c", "import relocpy_probe_wheel as m; assert m.VALUE == 7"])
+        self.venv = venv
+
+    def c_extension(self) -> None:
+        out_dir = self.tmp / "ext"
+        out_dir.mkdir()
+        self.run("build C extension", [self.venv / "bin" / "python", CHECKS / "build_extension.py", CHECKS / "probe.c", out_dir])
+
+    def config_scripts(self) -> None:
+        include = self.prefix / "include"
+        config = next(p for p in (self.prefix / "bin").glob("python3*-config"))
+        out = self.run("python3-config", [config, "--includes"])
+        assert_under(out, include, "python3-config --includes")
+        if shutil.which("pkg-config"):
+            env_pc = {"PKG_CONFIG_PATH": str(self.prefix / "lib" / "pkgconfig")}
+            self.env.update(env_pc)
+            out = self.run("pkg-config", ["pkg-config", "--cflags", "python3"])
+            assert_under(out, include, "pkg-config --cflags python3")
+
+    def regression_tests(self) -> None:
+        info(f"    running CPython's tests: {' '.join(REGRESSION_TESTS)}")
+        self.run("CPython regression tests", [self.python, "-m", "test", "-j2", "--timeout", "600", *REGRESSION_TESTS], timeout=1800)
+
+
+def assert_under(output: str, directory: Path, what: str) -> None:
+    # The output is unquoted (paths may hold spaces): look for the directory itself.
+    if f"-I{directory}" not in output and f"-I{os.path.realpath(directory)}" not in output:
+        raise ValidationFailed(f"validation failed: {what} printed {output.strip()!r}, not paths under {directory}")
