@@ -14,13 +14,18 @@ from pathlib import Path
 
 import pytest
 
+from relocpy.deps import StepContext, build_dependencies
 from relocpy.engine import DockerEngine
 from relocpy.errors import EngineError, StepFailed
+from relocpy.fetch import fetch_all
 from relocpy.images import BootstrapRequest, bootstrap_base, default_tag
 from relocpy.paths import project_root, templates_dir
+from relocpy.plan import resolve_plan
 from relocpy.recipes import get_target, load_recipes
 from relocpy.runners import Mounts
 from relocpy.runners.docker import CONTAINER_PREFIX, DockerRunner
+from relocpy.settings import FetchSettings
+from relocpy.toolchain import toolchain_env
 
 pytestmark = pytest.mark.docker
 
@@ -210,3 +215,23 @@ def test_zig_links_against_glibc_2_17_in_a_bullseye_builder(engine, base_images,
     assert "*** zlib test OK ***" in text or "inflate with dictionary: hello, hello!" in text
     assert "host glibc: ldd (Debian GLIBC 2.31" in text
     assert "max glibc: GLIBC_2.14" in text  # memcpy@GLIBC_2.14; nothing newer than the 2.17 floor
+
+
+@pytest.mark.e2e
+def test_dependency_pipeline_builds_zlib_in_the_builder(engine, base_images, sources_mirror, tmp_path):
+    plan = resolve_plan(load_recipes(), "3.13.15", "x86_64-unknown-linux-gnu", "noopt")
+    zlib = [s for s in plan.dependencies if s.dependency.name == "zlib"]
+    plan = plan.model_copy(update={"dependencies": zlib, "target": plan.target.model_copy(update={"image": base_images["bullseye"]})})
+    settings = FetchSettings.resolve(cache_dir=str(tmp_path / "cache"), mirrors=[str(sources_mirror)], offline=True)
+    fetched = {f.component: f for f in fetch_all([("zlib", zlib[0].dependency.sources)], settings)}
+    runner = DockerRunner(plan.target, engine)
+    ctx = StepContext(cache_dir=tmp_path / "cache", work_dir=tmp_path / "work", runner=runner,
+                      runner_identity=runner.identity, toolchain=toolchain_env(plan.target), jobs=2,
+                      source_date_epoch=1700000000)
+    [built] = build_dependencies(plan, fetched, ctx)
+    assert (built.prefix / "lib" / "libz.a").is_file()
+    log = (built.prefix.parent / "build.log").read_text()
+    command = log.splitlines()[0]
+    assert command.startswith("$ docker run ") and "--network none" in command
+    assert runner.identity.removeprefix("docker:") in command  # ran in the bullseye builder
+    assert engine.container_names(CONTAINER_PREFIX) == []
