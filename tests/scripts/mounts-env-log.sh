@@ -1,3 +1,5 @@
+# shellcheck shell=bash
+# Run by the runner as `bash -euo pipefail SCRIPT`.
 # Reports what the step sees: suite, working dir, env, inputs; writes an output;
 # proves the input mount refuses writes.
 echo "suite: $(cut -d. -f1 /etc/debian_version) cwd: $PWD greeting: $GREETING"
