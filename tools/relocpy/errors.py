@@ -80,3 +80,7 @@ class UnsafeArchiveError(InstallError):
 
 class SignatureMismatch(TrustError):
     """No trusted signature matches the bytes: tampered, or caught between two writes."""
+
+
+class EngineError(RelocpyError):
+    """The container engine is missing, unreachable, or refused a request."""

@@ -12,11 +12,11 @@ import sys
 from invoke import Collection, Program
 
 from relocpy import __version__
-from relocpy.cli import build, ci, install, sources, trust
+from relocpy.cli import build, ci, image, install, sources, trust
 from relocpy.errors import RelocpyError
 from relocpy.progress import console
 
-AREAS = [sources, build, ci, trust, install]
+AREAS = [sources, build, ci, image, trust, install]
 
 
 def namespace() -> Collection:

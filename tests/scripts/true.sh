@@ -1,0 +1,3 @@
+# shellcheck shell=bash
+# Run by the runner as `bash -euo pipefail SCRIPT`.
+true
