@@ -67,6 +67,7 @@ def build_cpython(
         patches=plan.patches,
         configure_flags=plan.configure_flags,
         excluded_modules=plan.excluded_modules,
+        configure_env=plan.python.configure_env,
     )
     key = cpython_key(plan, script_text, source, deps, ctx)
     out = ctx.cache_dir / "cpython" / f"{plan.python.version}-{plan.variant.name}-{key[:16]}"

@@ -87,6 +87,7 @@ class PythonRecipe(Model):
     version: str
     sources: list[SourceFile] = Field(min_length=1)
     configure: list[str] = []
+    configure_env: dict[str, str] = {}
     patches: list[str] = []
     excluded_modules: dict[str, str] = {}
 
