@@ -13,7 +13,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict
 
-from relocpy.deps import COMPLETE_MARKER, BuiltDependency, StepContext, merge_prefixes
+from relocpy.deps import COMPLETE_MARKER, BuiltDependency, StepContext, cache_entry_lock, merge_prefixes
 from relocpy.fetch import FetchedSource
 from relocpy.models import BuildPlan
 from relocpy.paths import patches_dir
@@ -72,9 +72,15 @@ def build_cpython(
     key = cpython_key(plan, script_text, source, deps, ctx)
     out = ctx.cache_dir / "cpython" / f"{plan.python.version}-{plan.variant.name}-{key[:16]}"
     built = BuiltPython(key=key, destdir=out / "destdir", log=out / "build.log")
-    if (out / COMPLETE_MARKER).is_file():
-        info(f"    CPython {plan.python.version} ({plan.variant.name}): cached ({key[:12]})")
-        return built
+    with cache_entry_lock(out):
+        if (out / COMPLETE_MARKER).is_file():
+            info(f"    CPython {plan.python.version} ({plan.variant.name}): cached ({key[:12]})")
+        else:
+            _run_cpython_build(plan, script_text, source, deps, built, out, ctx)
+    return built
+
+
+def _run_cpython_build(plan, script_text, source, deps, built, out, ctx) -> None:
     with step(f"build CPython {plan.python.version} ({plan.variant.name}, -j{ctx.jobs})"):
         shutil.rmtree(out, ignore_errors=True)
         work = ctx.work_dir / "cpython"
@@ -96,5 +102,4 @@ def build_cpython(
         mounts = Mounts(read_only=[source.path.parent, patches_dir()], writable=[work, out])
         ctx.runner.run_script("build CPython", script, env, mounts, log=work / "build.log")
         shutil.copyfile(work / "build.log", built.log)
-        (out / COMPLETE_MARKER).write_text(json.dumps({"python": plan.python.version, "key": key}))
-    return built
+        (out / COMPLETE_MARKER).write_text(json.dumps({"python": plan.python.version, "key": built.key}))

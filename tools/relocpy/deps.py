@@ -10,6 +10,8 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
+import fcntl
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,6 +24,19 @@ from relocpy.runners import Mounts, Runner
 from relocpy.templates import render
 
 COMPLETE_MARKER = "complete.json"
+
+
+@contextmanager
+def cache_entry_lock(entry: Path):
+    """Hold an exclusive lock on a cache entry while it is checked and built,
+    so two builds sharing a cache never write the same entry at once."""
+    entry.parent.mkdir(parents=True, exist_ok=True)
+    with open(entry.parent / f".{entry.name}.lock", "w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 @dataclass(frozen=True)
@@ -82,9 +97,15 @@ def _build_one(plan, dep_step, sources, built, ctx: StepContext) -> BuiltDepende
     key = dependency_key(dep_step, script_text, source, inputs, ctx)
     out = ctx.cache_dir / "deps" / f"{dep.name}-{dep.version}-{key[:16]}"
     result = BuiltDependency(name=dep.name, version=dep.version, key=key, prefix=out / "prefix", source=source)
-    if (out / COMPLETE_MARKER).is_file():
-        info(f"    {dep.name} {dep.version}: cached ({key[:12]})")
-        return result
+    with cache_entry_lock(out):
+        if (out / COMPLETE_MARKER).is_file():
+            info(f"    {dep.name} {dep.version}: cached ({key[:12]})")
+            return result
+        _run_dependency_build(plan, dep, script_text, source, inputs, result, out, ctx)
+    return result
+
+
+def _run_dependency_build(plan, dep, script_text, source, inputs, result, out, ctx) -> None:
     with step(f"build {dep.name} {dep.version}"):
         if out.exists():
             shutil.rmtree(out)  # an earlier attempt died half-way
@@ -105,8 +126,7 @@ def _build_one(plan, dep_step, sources, built, ctx: StepContext) -> BuiltDepende
         ctx.runner.run_script(f"build {dep.name}", script, env, mounts, log=work / "build.log")
         _normalise_prefix(result.prefix)
         shutil.copyfile(work / "build.log", out / "build.log")
-        (out / COMPLETE_MARKER).write_text(json.dumps({"name": dep.name, "version": dep.version, "key": key}))
-    return result
+        (out / COMPLETE_MARKER).write_text(json.dumps({"name": dep.name, "version": dep.version, "key": result.key}))
 
 
 def merge_prefixes(built: list[BuiltDependency], into: Path) -> Path:

@@ -7,6 +7,7 @@ dotted form (`relocpy recipes.check`) works too.
 
 from __future__ import annotations
 
+import signal
 import sys
 
 from invoke import Collection, Program
@@ -64,10 +65,17 @@ def help_first(argv: list[str], root: Collection) -> list[str]:
     return argv
 
 
+def _raise_interrupt(signum, frame):
+    raise KeyboardInterrupt
+
+
 def main(argv: list[str] | None = None) -> None:
     root = namespace()
     argv = help_first(join_subcommand(split_run_args(list(sys.argv if argv is None else argv)), root), root)
     program = RelocpyProgram(namespace=root, version=__version__, name="relocpy", binary="relocpy")
+    # A terminated build cleans up like an interrupted one (stops its step's
+    # processes, leaves nothing in --dist).
+    signal.signal(signal.SIGTERM, _raise_interrupt)
     try:
         program.run(argv)
     except RelocpyError as exc:
