@@ -3,6 +3,7 @@ tests compile and write themselves (no CPython build needed)."""
 
 from __future__ import annotations
 
+import ast
 import hashlib
 import os
 import shutil
@@ -17,7 +18,9 @@ import pytest
 from relocpy import elf
 from relocpy.cpython import INSTALL_PREFIX
 from relocpy.package import write_archive
+from relocpy.paths import project_root
 from relocpy.relocate import (
+    PREFIX_TOKEN,
     relocate_makefile,
     relocate_pkgconfig,
     relocate_python_config,
@@ -134,23 +137,28 @@ def make_tree(tmp_path: Path, build: str) -> Path:
     return tree
 
 
-def test_sysconfigdata_computes_paths_where_the_tree_is(tmp_path):
+def test_sysconfigdata_is_a_literal_with_the_prefix_token(tmp_path):
+    """uv parses this file as a dict literal; the sysconfig patch resolves the token."""
     build = "/tmp/build-machine-xyz"
     tree = make_tree(tmp_path, build)
     relocate_sysconfigdata(tree, [build])
-    moved = tmp_path / "moved to é here" / "python"
-    moved.parent.mkdir()
-    tree.rename(moved)
-    data_file = moved / "lib" / "python3.99" / "_sysconfigdata__linux_x.py"
-    assert INSTALL_PREFIX not in data_file.read_text() and build not in data_file.read_text()
-    namespace = {"__file__": str(data_file)}
-    exec(compile(data_file.read_text(), str(data_file), "exec"), namespace)
-    variables = namespace["build_time_vars"]
-    assert variables["prefix"] == str(moved)
-    assert variables["LIBDIR"] == f"{moved}/lib"
+    data_file = tree / "lib" / "python3.99" / "_sysconfigdata__linux_x.py"
+    text = data_file.read_text()
+    assert INSTALL_PREFIX not in text and build not in text
+    variables = ast.literal_eval(text.split("build_time_vars = ", 1)[1])
+    assert variables["prefix"] == PREFIX_TOKEN
+    assert variables["LIBDIR"] == f"{PREFIX_TOKEN}/lib"
     assert variables["CFLAGS"] == "-O3"
-    assert variables["abs_srcdir"] == variables["LIBPL"]
+    assert variables["abs_srcdir"] == variables["LIBPL"] == f"{PREFIX_TOKEN}/lib/python3.99/config-3.99-x86_64-linux-gnu"
     assert variables["SIZEOF_INT"] == 4
+
+
+@pytest.mark.parametrize("minor", ["3.13", "3.11"])
+def test_sysconfig_patch_resolves_the_token(minor):
+    patch = (project_root() / "patches" / "cpython" / minor).glob("*-sysconfig-relocatable-prefix.patch")
+    text = next(patch).read_text()
+    assert f"_RELOCATABLE_PREFIX = '{PREFIX_TOKEN}'" in text
+    assert "vars.update(_relocated(build_time_vars))" in text
 
 
 def test_makefile_prefix_follows_the_makefile(tmp_path):

@@ -20,6 +20,7 @@ import zstandard
 
 from relocpy import elf, shell
 from relocpy.fetch import FetchedSource
+from relocpy.hashing import file_sha256
 from relocpy.models import ArtifactKey, ArtifactMetadata, BuildPlan, Component
 from relocpy.validate import TEST_MODULES, ValidationReport
 
@@ -51,7 +52,7 @@ def package_all(
         entries = flavor_entries(tree, flavor, license_texts, plan, components)
         write_archive(archive, entries, source_date_epoch, flavor)
         meta = ArtifactMetadata(
-            name=key.filename, key=key, sha256=_sha256(archive), size=archive.stat().st_size, **common
+            name=key.filename, key=key, sha256=file_sha256(archive), size=archive.stat().st_size, **common
         )
         (out / f"{key.filename}.json").write_text(meta.model_dump_json(indent=2) + "\n")
         artifacts.append(meta)
@@ -198,13 +199,3 @@ def _license_from_archive(archive: Path) -> bytes:
         if best is None:
             return b"(no license file found in the source archive)\n"
         return tar.extractfile(best[1]).read()
-
-
-def _sha256(path: Path) -> str:
-    import hashlib
-
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        while chunk := handle.read(1 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()

@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import os
+import pprint
 import re
 import shlex
 import shutil
@@ -21,7 +22,8 @@ from relocpy import shell
 from relocpy.cpython import INSTALL_PREFIX, BuiltPython
 from relocpy.deps import BuiltDependency
 
-# Stands for the installation prefix in relocated sysconfig data.
+# Stands for the installation prefix in relocated sysconfig data; the
+# sysconfig patch of each CPython version replaces it at run time.
 PREFIX_TOKEN = "@RELOCPY_PREFIX@"
 MAKEFILE_PREFIX = "prefix := $(abspath $(dir $(lastword $(MAKEFILE_LIST)))../../..)"
 
@@ -155,25 +157,13 @@ def relocate_sysconfigdata(tree: Path, build_paths: list[str]) -> None:
 
 
 def _render_sysconfigdata(variables: dict) -> str:
-    lines = [
-        "# system configuration generated and used by the sysconfig module",
-        "# Relocatable: paths are computed from this file's location at import time.",
-        "import os as _os",
-        "",
-        "_prefix = _os.path.dirname(_os.path.dirname(_os.path.dirname(_os.path.abspath(__file__))))",
-        "",
-        "build_time_vars = {",
-    ]
-    for key in sorted(variables):
-        value = variables[key]
-        if isinstance(value, str) and PREFIX_TOKEN in value:
-            parts = value.split(PREFIX_TOKEN)
-            rendered = " + _prefix + ".join(repr(part) for part in parts)
-        else:
-            rendered = repr(value)
-        lines.append(f"    {key!r}: {rendered},")
-    lines += ["}", "del _os, _prefix", ""]
-    return "\n".join(lines)
+    """A plain dict literal, as CPython writes it (tools such as uv parse and
+    rewrite this file); the patched sysconfig resolves PREFIX_TOKEN."""
+    return (
+        "# system configuration generated and used by the sysconfig module\n"
+        f"# {PREFIX_TOKEN} stands for the installation's location at run time.\n"
+        f"build_time_vars = {pprint.pformat(variables)}\n"
+    )
 
 
 def relocate_makefile(tree: Path, build_paths: list[str]) -> None:
