@@ -8,7 +8,9 @@ whole and verified, by an atomic rename. Nothing unverified is ever returned.
 
 from __future__ import annotations
 
+import functools
 import hashlib
+import ssl
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
@@ -51,6 +53,12 @@ class _Partial:
     path: Path
     hasher: "hashlib._Hash" = field(default_factory=hashlib.sha256)
     size: int = 0
+
+
+@functools.cache
+def tls_context() -> ssl.SSLContext:
+    """Shared by every client: loading the CA bundle costs tens of ms each time."""
+    return httpx.create_ssl_context()
 
 
 def cache_path(settings: FetchSettings, source: SourceFile) -> Path:
@@ -137,7 +145,7 @@ class Fetcher:
         last_error: Exception | None = None
         task = self.progress.add(label)
         try:
-            with httpx.Client(timeout=timeout, follow_redirects=True) as client:
+            with httpx.Client(timeout=timeout, follow_redirects=True, verify=tls_context()) as client:
                 for attempt in range(self.settings.retries):
                     if attempt:
                         time.sleep(min(0.5 * 2**attempt, 8))

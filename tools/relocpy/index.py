@@ -24,6 +24,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from relocpy import keys
 from relocpy.errors import IndexError_, SignatureMismatch, TrustError
+from relocpy.fetch import tls_context
 from relocpy.models import ArtifactKey, ArtifactMetadata
 
 INDEX_NAME = "index.json"
@@ -224,7 +225,7 @@ def read_location(location: str, limit: int, timeout: float = 30.0, retries: int
     last: str = ""
     for _ in range(max(1, retries)):
         try:
-            with httpx.Client(timeout=httpx.Timeout(timeout), follow_redirects=True) as client:
+            with httpx.Client(timeout=httpx.Timeout(timeout), follow_redirects=True, verify=tls_context()) as client:
                 response = client.get(location)
             if response.status_code == 200:
                 return _within(response.content, limit, location)

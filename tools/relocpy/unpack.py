@@ -128,9 +128,10 @@ def check_all(members: list[tarfile.TarInfo]) -> Plan:
             raise refuse(f"archive member {member.name!r} appears twice")
         kinds[path] = member
     symlinks = {p: m.linkname for p, m in kinds.items() if m.issym()}
+    linked_dirs = {str(p) for p in symlinks}
     for path, member in kinds.items():
         # Writing through a symlinked directory could land anywhere: refuse the shape outright.
-        if any(parent in symlinks for parent in path.parents):
+        if linked_dirs and any("/".join(path.parts[:i]) in linked_dirs for i in range(1, len(path.parts))):
             raise refuse(f"archive member {member.name!r} lies under a symlink")
         if member.issym():
             check_symlink(path, member, symlinks)
