@@ -16,6 +16,7 @@ import uuid
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Protocol
 
 import httpx
 from pydantic import BaseModel, ConfigDict
@@ -55,6 +56,14 @@ class _Partial:
     size: int = 0
 
 
+class Sink(Protocol):
+    """Sees a download's bytes as they stream in (before they are verified)."""
+
+    def restart(self) -> None: ...  # the bytes fed so far are void: a new attempt starts at 0
+
+    def feed(self, chunk: bytes) -> None: ...
+
+
 @functools.cache
 def tls_context() -> ssl.SSLContext:
     """Shared by every client: loading the CA bundle costs tens of ms each time."""
@@ -66,20 +75,34 @@ def cache_path(settings: FetchSettings, source: SourceFile) -> Path:
 
 
 def fetch_all(
-    components: list[tuple[str, list[SourceFile]]], settings: FetchSettings
+    components: list[tuple[str, list[SourceFile]]], settings: FetchSettings, sink: Sink | None = None
 ) -> list[FetchedSource]:
-    """Fetch each component's first obtainable candidate file, in parallel."""
+    """Fetch each component's first obtainable candidate file, in parallel.
+
+    sink, for a single component only, is fed the bytes of whichever attempt succeeds.
+    """
+    assert sink is None or len(components) == 1
     with TransferProgress(enabled=settings.progress) as progress:
-        fetcher = Fetcher(settings, progress)
+        fetcher = Fetcher(settings, progress, sink)
         with ThreadPoolExecutor(max_workers=max(1, settings.parallel)) as pool:
             futures = [pool.submit(fetcher.fetch_component, name, files) for name, files in components]
             return [future.result() for future in futures]
 
 
 class Fetcher:
-    def __init__(self, settings: FetchSettings, progress: TransferProgress):
+    def __init__(self, settings: FetchSettings, progress: TransferProgress, sink: Sink | None = None):
         self.settings = settings
         self.progress = progress
+        self.sink = sink
+
+    def _restart(self) -> None:
+        if self.sink is not None:
+            self.sink.restart()
+
+    def _take(self, partial: _Partial, chunk: bytes) -> None:
+        partial.hasher.update(chunk)
+        if self.sink is not None:
+            self.sink.feed(chunk)
 
     def fetch_component(self, component: str, candidates: list[SourceFile]) -> FetchedSource:
         attempts: list[_Attempt] = []
@@ -116,6 +139,7 @@ class Fetcher:
         target = cache_path(self.settings, source)
         target.parent.mkdir(parents=True, exist_ok=True)
         partial = _Partial(path=target.parent / f".{source.file}.{uuid.uuid4().hex}.part")
+        self._restart()
         try:
             if location.startswith(("http://", "https://")):
                 self._download(location, partial, source.file)
@@ -136,7 +160,7 @@ class Fetcher:
     def _copy(self, path: Path, partial: _Partial) -> None:
         with path.open("rb") as src, partial.path.open("wb") as dst:
             while chunk := src.read(CHUNK):
-                partial.hasher.update(chunk)
+                self._take(partial, chunk)
                 dst.write(chunk)
 
     def _download(self, url: str, partial: _Partial, label: str) -> None:
@@ -173,11 +197,12 @@ class Fetcher:
                 # The server ignored the range: start over.
                 partial.hasher, partial.size = hashlib.sha256(), 0
                 partial.path.unlink(missing_ok=True)
+                self._restart()
             expected = _expected_total(response, partial.size)
             self.progress.update(task, completed=partial.size, total=expected)
             with partial.path.open("ab") as out:
                 for chunk in response.iter_bytes(CHUNK):
-                    partial.hasher.update(chunk)
+                    self._take(partial, chunk)
                     out.write(chunk)
                     partial.size += len(chunk)
                     self.progress.update(task, completed=partial.size)

@@ -30,12 +30,13 @@ from relocpy.index import Index, IndexEntry, SeenSerials, load_verified, resolve
 from relocpy.models import SourceFile
 from relocpy.progress import info
 from relocpy.settings import ClientSettings
-from relocpy.unpack import unpack
+from relocpy.unpack import StreamInflater, unpack
 
 SPEC_RE = re.compile(r"^(?:cpython[@-])?(?P<version>\d+\.\d+(?:\.\d+)?)$")
 DEFAULT_FLAVORS = ("install_only_stripped", "install_only")
 STORE = ".store"
 RECEIPT = "RELOCPY.json"
+MAX_INFLATION = 16  # real archives inflate 3-4x; a stream inflating more is inflated again from the file
 
 
 @dataclass(frozen=True)
@@ -119,10 +120,19 @@ def smoke_test(prefix: Path) -> None:
         raise InstallError(f"the unpacked interpreter does not start ({type(exc).__name__}); nothing installed") from None
 
 
-def download(entry: IndexEntry, source: str, settings: ClientSettings) -> Path:
-    """Into the content-addressed cache, sha256 checked while streaming (fetch.py)."""
+def download(entry: IndexEntry, source: str, settings: ClientSettings) -> tuple[Path, bytes | None]:
+    """Into the content-addressed cache, sha256 checked while streaming (fetch.py).
+
+    The bytes are inflated on a second thread as they arrive; the result is
+    only used after fetch_all has verified the sha256 (it raises otherwise).
+    """
     pinned = SourceFile(file=entry.name, sha256=entry.sha256, urls=[resolve_url(source, entry.url)])
-    return fetch_all([(entry.name, [pinned])], settings.fetch)[0].path
+    inflater = StreamInflater(limit=entry.size * MAX_INFLATION)
+    try:
+        path = fetch_all([(entry.name, [pinned])], settings.fetch, sink=inflater)[0].path
+    finally:
+        raw = inflater.result(entry.size)
+    return path, raw
 
 
 def place(versions: Path, name: str, prefix: Path, receipt: dict) -> None:
@@ -152,11 +162,11 @@ def install(
     if (versions / name).is_symlink() and not reinstall:
         info(f"{name} is already installed in {versions} (--reinstall to replace it)")
         return versions / name
-    archive = download(entry, source, settings)
+    archive, raw = download(entry, source, settings)
     versions.mkdir(parents=True, exist_ok=True)
     staging = versions / f".staging-{uuid.uuid4().hex[:12]}"
     try:
-        prefix = unpack(archive, staging)
+        prefix = unpack(archive, staging, raw)
         smoke_test(prefix)
         receipt = {"entry": entry.model_dump(mode="json"), "index": source, "serial": index.serial}
         with locked(versions):

@@ -14,7 +14,9 @@ from __future__ import annotations
 
 import io
 import os
+import queue
 import tarfile
+import threading
 import zlib
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
@@ -42,12 +44,13 @@ class Plan:
     links: list[tarfile.TarInfo]  # symlinks and hard links, made after every file exists
 
 
-def unpack(archive: Path, dest: Path) -> Path:
+def unpack(archive: Path, dest: Path, raw: bytes | None = None) -> Path:
     """Check every member, then write them under dest; returns dest/python.
 
-    dest is a staging dir that the caller discards if anything fails.
+    raw is the archive already inflated (StreamInflater), if it was. dest is a
+    staging dir that the caller discards if anything fails.
     """
-    raw = inflate(archive)
+    raw = inflate(archive) if raw is None else raw
     try:
         members = tarfile.open(fileobj=io.BytesIO(raw), mode="r:").getmembers()  # shares raw, no copy
     except (tarfile.TarError, EOFError) as exc:
@@ -90,6 +93,67 @@ def gunzip(raw: bytes) -> bytes:
             raise EOFError("compressed data ends early")
         raw = inflater.unused_data.lstrip(b"\0")  # gzip allows zero padding between members
     return b"".join(parts)
+
+
+class StreamInflater:
+    """Inflates a gzip download on its own thread while it streams in (a fetch Sink).
+
+    The bytes are not verified yet: result() is for the caller to use only once
+    the download's sha256 has matched, and it is None whenever the stream did
+    not inflate cleanly to its end, so the caller inflates the verified file.
+    Output is capped at `limit` bytes so a hostile stream cannot exhaust memory.
+    """
+
+    RESTART = object()
+
+    def __init__(self, limit: int):
+        self.limit = limit
+        self.chunks: queue.SimpleQueue = queue.SimpleQueue()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def restart(self) -> None:
+        self.chunks.put(self.RESTART)
+
+    def feed(self, chunk: bytes) -> None:
+        self.chunks.put(chunk)
+
+    def result(self, size: int) -> bytes | None:
+        """The tar bytes, if exactly `size` compressed bytes inflated to a clean end."""
+        self.chunks.put(None)
+        self.thread.join()
+        return self.out if self.ok and self.inflater.eof and self.fed == size else None
+
+    def _run(self) -> None:
+        self._reset()
+        self.out = None
+        while (chunk := self.chunks.get()) is not None:
+            if chunk is self.RESTART:
+                self._reset()
+            elif self.ok:
+                self._inflate(chunk)
+        self.out = b"".join(self.parts) if self.ok else None
+        self.parts = []
+
+    def _reset(self) -> None:
+        self.inflater, self.parts, self.fed, self.made, self.ok = inflate_lib.decompressobj(wbits=31), [], 0, 0, True
+
+    def _inflate(self, chunk: bytes) -> None:
+        self.fed += len(chunk)
+        try:
+            while chunk:
+                if self.inflater.eof:  # the next gzip member, after any zero padding
+                    chunk = chunk.lstrip(b"\0")
+                    if not chunk:
+                        return
+                    self.inflater = inflate_lib.decompressobj(wbits=31)
+                self.parts.append(self.inflater.decompress(chunk))
+                self.made += len(self.parts[-1])
+                chunk = self.inflater.unused_data if self.inflater.eof else b""
+        except (zlib.error, inflate_lib.error, MemoryError):
+            self.ok, self.parts = False, []
+        if self.made > self.limit:
+            self.ok, self.parts = False, []
 
 
 # --- checking -------------------------------------------------------------------------
