@@ -8,25 +8,25 @@ whole and verified, by an atomic rename. Nothing unverified is ever returned.
 
 from __future__ import annotations
 
-import functools
 import hashlib
-import ssl
 import time
+import urllib.error
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
-import httpx
 from pydantic import BaseModel, ConfigDict
 
+from relocpy import http
 from relocpy.errors import HashMismatchError, SourceError
 from relocpy.models import SourceFile
 from relocpy.progress import TransferProgress, warn
 from relocpy.settings import FetchSettings
 
 CHUNK = 1 << 16
+HTTP_CHUNK = 1 << 20  # fewer, larger reads: per-read overhead dominated on fast links
 
 
 class FetchedSource(BaseModel):
@@ -62,12 +62,6 @@ class Sink(Protocol):
     def restart(self) -> None: ...  # the bytes fed so far are void: a new attempt starts at 0
 
     def feed(self, chunk: bytes) -> None: ...
-
-
-@functools.cache
-def tls_context() -> ssl.SSLContext:
-    """Shared by every client: loading the CA bundle costs tens of ms each time."""
-    return httpx.create_ssl_context()
 
 
 def cache_path(settings: FetchSettings, source: SourceFile) -> Path:
@@ -152,8 +146,8 @@ class Fetcher:
                 return _Attempt(location, f"sha256 {actual}, expected {source.sha256}", mismatch=True)
             partial.path.replace(target)  # atomic: the cache only ever holds verified files
             return None
-        except (httpx.HTTPError, OSError) as exc:
-            return _Attempt(location, _describe(exc))
+        except http.ERRORS as exc:
+            return _Attempt(location, http.describe(exc))
         finally:
             partial.path.unlink(missing_ok=True)
 
@@ -165,35 +159,32 @@ class Fetcher:
 
     def _download(self, url: str, partial: _Partial, label: str) -> None:
         """Stream url into partial, resuming with a Range request after a cut."""
-        timeout = httpx.Timeout(self.settings.timeout, connect=min(10.0, self.settings.timeout))
         last_error: Exception | None = None
         task = self.progress.add(label)
         try:
-            with httpx.Client(timeout=timeout, follow_redirects=True, verify=tls_context()) as client:
-                for attempt in range(self.settings.retries):
-                    if attempt:
-                        time.sleep(min(0.5 * 2**attempt, 8))
-                    try:
-                        if self._stream(client, url, partial, task):
-                            return
-                        last_error = httpx.ReadError(f"connection closed after {partial.size} bytes")
-                    except httpx.HTTPStatusError as exc:
-                        if exc.response.status_code < 500:
-                            raise  # 404 and friends will not get better
-                        last_error = exc
-                    except httpx.TransportError as exc:
-                        last_error = exc
+            for attempt in range(self.settings.retries):
+                if attempt:
+                    time.sleep(min(0.5 * 2**attempt, 8))
+                try:
+                    if self._stream(url, partial, task):
+                        return
+                    last_error = ConnectionError(f"connection closed after {partial.size} bytes")
+                except urllib.error.HTTPError as exc:
+                    if exc.code < 500:
+                        raise  # 404 and friends will not get better
+                    last_error = exc
+                except http.ERRORS as exc:
+                    last_error = exc
         finally:
             self.progress.done(task)
         assert last_error is not None
         raise last_error
 
-    def _stream(self, client: httpx.Client, url: str, partial: _Partial, task) -> bool:
+    def _stream(self, url: str, partial: _Partial, task) -> bool:
         """One request; True when the body arrived whole."""
         headers = {"Range": f"bytes={partial.size}-"} if partial.size else {}
-        with client.stream("GET", url, headers=headers) as response:
-            response.raise_for_status()
-            if partial.size and response.status_code != 206:
+        with http.get(url, self.settings.timeout, headers) as response:
+            if partial.size and response.status != 206:
                 # The server ignored the range: start over.
                 partial.hasher, partial.size = hashlib.sha256(), 0
                 partial.path.unlink(missing_ok=True)
@@ -201,7 +192,7 @@ class Fetcher:
             expected = _expected_total(response, partial.size)
             self.progress.update(task, completed=partial.size, total=expected)
             with partial.path.open("ab") as out:
-                for chunk in response.iter_bytes(CHUNK):
+                while chunk := response.read(HTTP_CHUNK):
                     self._take(partial, chunk)
                     out.write(chunk)
                     partial.size += len(chunk)
@@ -209,19 +200,11 @@ class Fetcher:
         return expected is None or partial.size >= expected
 
 
-def _expected_total(response: httpx.Response, offset: int) -> int | None:
+def _expected_total(response, offset: int) -> int | None:
     length = response.headers.get("content-length")
     if length is None or response.headers.get("content-encoding"):
         return None
     return offset + int(length)
-
-
-def _describe(exc: Exception) -> str:
-    if isinstance(exc, httpx.HTTPStatusError):
-        return f"HTTP {exc.response.status_code}"
-    if isinstance(exc, httpx.TimeoutException):
-        return "timed out (stalled)"
-    return str(exc) or type(exc).__name__
 
 
 def _failure(
