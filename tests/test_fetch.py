@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import shutil
+import ssl
 
 import pytest
 
@@ -136,3 +137,13 @@ def test_every_source_of_a_plan_from_the_mirror_into_an_empty_cache(tmp_path, so
     assert {f.component for f in fetched} == {name for name, _ in plan.all_sources()}
     for item in fetched:
         assert hashlib.sha256(item.path.read_bytes()).hexdigest() == item.source.sha256
+
+
+def test_https_is_verified_against_a_ca_bundle(monkeypatch):
+    from relocpy import http
+
+    monkeypatch.delenv("SSL_CERT_FILE", raising=False)
+    monkeypatch.delenv("SSL_CERT_DIR", raising=False)
+    context = http.tls_context.__wrapped__()  # uncached: this environment's choice
+    assert context.verify_mode == ssl.CERT_REQUIRED and context.check_hostname
+    assert context.cert_store_stats()["x509_ca"] > 10

@@ -7,7 +7,7 @@ import tarfile
 
 import pytest
 
-from support import HOST_VERSION, MINOR, LoopbackServer, artifact_key, member, one_error_line, relocpy, tar_with, write_metadata
+from support import EPOCH, HOST_VERSION, MINOR, LoopbackServer, artifact_key, member, one_error_line, relocpy, tar_with, write_metadata
 
 
 def publish_index(dist, key, env, base_url, *extra):
@@ -142,6 +142,15 @@ EVIL = {
     "hardlink-out": ([member("python/bin/python3"), member("python/h", tarfile.LNKTYPE, linkname="etc/passwd")], "points outside"),
     "device": ([member("python/bin/python3"), member("python/dev", tarfile.CHRTYPE)], "device"),
     "fifo": ([member("python/bin/python3"), member("python/fifo", tarfile.FIFOTYPE)], "device or fifo"),
+    # Each link looks inside on its own; python/a/b is python/, so the second climbs two levels out.
+    "symlink-chain": ([member("python/bin/python3"), member("python/a", tarfile.DIRTYPE),
+                       member("python/a/b", tarfile.SYMTYPE, linkname=".."),
+                       member("python/x", tarfile.SYMTYPE, linkname="a/b/../../etc")], "points outside"),
+    "under-symlink": ([member("python/bin/python3"), member("python/l", tarfile.SYMTYPE, linkname="bin"),
+                       member("python/l/python3")], "under a symlink"),
+    "twice": ([member("python/bin/python3"), member("python/bin/python3", tarfile.SYMTYPE, linkname="x")], "appears twice"),
+    "hardlink-to-link": ([member("python/bin/python3"), member("python/s", tarfile.SYMTYPE, linkname="bin/python3"),
+                          member("python/h", tarfile.LNKTYPE, linkname="python/s")], "points outside"),
 }
 
 
@@ -172,3 +181,7 @@ def test_install_from_a_local_index_path(dist, signing_key, env, tmp_path):
     out = subprocess.run([str(versions / f"cpython-{HOST_VERSION}" / "bin" / "python3"), "-c", "import ssl; print(1)"],
                          capture_output=True, text=True)
     assert out.stdout.strip() == "1"
+    prefix = versions / f"cpython-{HOST_VERSION}"
+    os_py = prefix / "lib" / f"python{MINOR}" / "os.py"
+    assert os_py.stat().st_mtime == EPOCH  # .pyc files are checked against their source's mtime
+    assert os_py.stat().st_mode & 0o777 == 0o644 and os.access(prefix / "bin" / "python3", os.X_OK)

@@ -89,8 +89,10 @@ def main() -> None:
             call([tool("relocpy"), "index", "build", str(dist), "--base-url", server.url, "--sign", str(work / "bench.key")], env)
             downloads = work / "uv-downloads.json"
             call([tool("relocpy"), "index", "export-uv", server.url, "--trusted-key", public, "--out", str(downloads)], env)
-            ours = [run_relocpy(work, env, server.url, public, i) for i in range(args.runs)]
-            theirs = [run_uv(work, env, downloads, i) for i in range(args.runs)]
+            ours, theirs = [], []
+            for i in range(args.runs):  # interleaved, so both see the same load on a shared machine
+                ours.append(run_relocpy(work, env, server.url, public, i))
+                theirs.append(run_uv(work, env, downloads, i))
     print(f"artifact: {archive.name}, {size / 1e6:.1f} MB, served from loopback, cold caches")
     print(summary("relocpy install", ours))
     print(summary("uv python install", theirs))

@@ -10,20 +10,23 @@ from __future__ import annotations
 
 import hashlib
 import time
+import urllib.error
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Protocol
 
-import httpx
 from pydantic import BaseModel, ConfigDict
 
+from relocpy import http
 from relocpy.errors import HashMismatchError, SourceError
 from relocpy.models import SourceFile
 from relocpy.progress import TransferProgress, warn
 from relocpy.settings import FetchSettings
 
 CHUNK = 1 << 16
+HTTP_CHUNK = 1 << 20  # fewer, larger reads: per-read overhead dominated on fast links
 
 
 class FetchedSource(BaseModel):
@@ -53,25 +56,47 @@ class _Partial:
     size: int = 0
 
 
+class Sink(Protocol):
+    """Sees a download's bytes as they stream in (before they are verified)."""
+
+    def restart(self) -> None: ...  # the bytes fed so far are void: a new attempt starts at 0
+
+    def feed(self, chunk: bytes) -> None: ...
+
+
 def cache_path(settings: FetchSettings, source: SourceFile) -> Path:
     return settings.cache_dir / "sources" / source.sha256 / source.file
 
 
 def fetch_all(
-    components: list[tuple[str, list[SourceFile]]], settings: FetchSettings
+    components: list[tuple[str, list[SourceFile]]], settings: FetchSettings, sink: Sink | None = None
 ) -> list[FetchedSource]:
-    """Fetch each component's first obtainable candidate file, in parallel."""
+    """Fetch each component's first obtainable candidate file, in parallel.
+
+    sink, for a single component only, is fed the bytes of whichever attempt succeeds.
+    """
+    assert sink is None or len(components) == 1
     with TransferProgress(enabled=settings.progress) as progress:
-        fetcher = Fetcher(settings, progress)
+        fetcher = Fetcher(settings, progress, sink)
         with ThreadPoolExecutor(max_workers=max(1, settings.parallel)) as pool:
             futures = [pool.submit(fetcher.fetch_component, name, files) for name, files in components]
             return [future.result() for future in futures]
 
 
 class Fetcher:
-    def __init__(self, settings: FetchSettings, progress: TransferProgress):
+    def __init__(self, settings: FetchSettings, progress: TransferProgress, sink: Sink | None = None):
         self.settings = settings
         self.progress = progress
+        self.sink = sink
+
+    def _restart(self) -> None:
+        if self.sink is not None:
+            self.sink.restart()
+
+    def _take(self, partial: _Partial, chunk: bytes) -> None:
+        partial.hasher.update(chunk)
+        if self.sink is not None:
+            self.sink.feed(chunk)
 
     def fetch_component(self, component: str, candidates: list[SourceFile]) -> FetchedSource:
         attempts: list[_Attempt] = []
@@ -108,6 +133,7 @@ class Fetcher:
         target = cache_path(self.settings, source)
         target.parent.mkdir(parents=True, exist_ok=True)
         partial = _Partial(path=target.parent / f".{source.file}.{uuid.uuid4().hex}.part")
+        self._restart()
         try:
             if location.startswith(("http://", "https://")):
                 self._download(location, partial, source.file)
@@ -120,75 +146,65 @@ class Fetcher:
                 return _Attempt(location, f"sha256 {actual}, expected {source.sha256}", mismatch=True)
             partial.path.replace(target)  # atomic: the cache only ever holds verified files
             return None
-        except (httpx.HTTPError, OSError) as exc:
-            return _Attempt(location, _describe(exc))
+        except http.ERRORS as exc:
+            return _Attempt(location, http.describe(exc))
         finally:
             partial.path.unlink(missing_ok=True)
 
     def _copy(self, path: Path, partial: _Partial) -> None:
         with path.open("rb") as src, partial.path.open("wb") as dst:
             while chunk := src.read(CHUNK):
-                partial.hasher.update(chunk)
+                self._take(partial, chunk)
                 dst.write(chunk)
 
     def _download(self, url: str, partial: _Partial, label: str) -> None:
         """Stream url into partial, resuming with a Range request after a cut."""
-        timeout = httpx.Timeout(self.settings.timeout, connect=min(10.0, self.settings.timeout))
         last_error: Exception | None = None
         task = self.progress.add(label)
         try:
-            with httpx.Client(timeout=timeout, follow_redirects=True) as client:
-                for attempt in range(self.settings.retries):
-                    if attempt:
-                        time.sleep(min(0.5 * 2**attempt, 8))
-                    try:
-                        if self._stream(client, url, partial, task):
-                            return
-                        last_error = httpx.ReadError(f"connection closed after {partial.size} bytes")
-                    except httpx.HTTPStatusError as exc:
-                        if exc.response.status_code < 500:
-                            raise  # 404 and friends will not get better
-                        last_error = exc
-                    except httpx.TransportError as exc:
-                        last_error = exc
+            for attempt in range(self.settings.retries):
+                if attempt:
+                    time.sleep(min(0.5 * 2**attempt, 8))
+                try:
+                    if self._stream(url, partial, task):
+                        return
+                    last_error = ConnectionError(f"connection closed after {partial.size} bytes")
+                except urllib.error.HTTPError as exc:
+                    if exc.code < 500:
+                        raise  # 404 and friends will not get better
+                    last_error = exc
+                except http.ERRORS as exc:
+                    last_error = exc
         finally:
             self.progress.done(task)
         assert last_error is not None
         raise last_error
 
-    def _stream(self, client: httpx.Client, url: str, partial: _Partial, task) -> bool:
+    def _stream(self, url: str, partial: _Partial, task) -> bool:
         """One request; True when the body arrived whole."""
         headers = {"Range": f"bytes={partial.size}-"} if partial.size else {}
-        with client.stream("GET", url, headers=headers) as response:
-            response.raise_for_status()
-            if partial.size and response.status_code != 206:
+        with http.get(url, self.settings.timeout, headers) as response:
+            if partial.size and response.status != 206:
                 # The server ignored the range: start over.
                 partial.hasher, partial.size = hashlib.sha256(), 0
                 partial.path.unlink(missing_ok=True)
+                self._restart()
             expected = _expected_total(response, partial.size)
             self.progress.update(task, completed=partial.size, total=expected)
             with partial.path.open("ab") as out:
-                for chunk in response.iter_bytes(CHUNK):
-                    partial.hasher.update(chunk)
+                while chunk := response.read(HTTP_CHUNK):
+                    self._take(partial, chunk)
                     out.write(chunk)
                     partial.size += len(chunk)
                     self.progress.update(task, completed=partial.size)
         return expected is None or partial.size >= expected
 
 
-def _expected_total(response: httpx.Response, offset: int) -> int | None:
+def _expected_total(response, offset: int) -> int | None:
     length = response.headers.get("content-length")
     if length is None or response.headers.get("content-encoding"):
         return None
     return offset + int(length)
-
-
-def _describe(exc: Exception) -> str:
-    if isinstance(exc, httpx.HTTPStatusError):
-        return f"HTTP {exc.response.status_code}"
-    if isinstance(exc, httpx.TimeoutException):
-        return "timed out (stalled)"
-    return str(exc) or type(exc).__name__
 
 
 def _failure(

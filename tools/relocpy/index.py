@@ -17,13 +17,14 @@ import uuid
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Literal
+import urllib.error
 from urllib.parse import quote, urljoin
 
-import httpx
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from relocpy import keys
 from relocpy.errors import IndexError_, SignatureMismatch, TrustError
+from relocpy import http
 from relocpy.models import ArtifactKey, ArtifactMetadata
 
 INDEX_NAME = "index.json"
@@ -224,14 +225,16 @@ def read_location(location: str, limit: int, timeout: float = 30.0, retries: int
     last: str = ""
     for _ in range(max(1, retries)):
         try:
-            with httpx.Client(timeout=httpx.Timeout(timeout), follow_redirects=True) as client:
-                response = client.get(location)
-            if response.status_code == 200:
-                return _within(response.content, limit, location)
-            last = f"HTTP {response.status_code}"
-            if response.status_code < 500:
+            with http.get(location, timeout) as response:
+                if response.status == 200:
+                    return _within(response.read(limit + 1), limit, location)
+                last = f"HTTP {response.status}"
                 break
-        except httpx.HTTPError as exc:
+        except urllib.error.HTTPError as exc:
+            last = f"HTTP {exc.code}"
+            if exc.code < 500:
+                break
+        except http.ERRORS as exc:
             last = type(exc).__name__
     raise IndexError_(f"cannot fetch {location}: {last}")
 

@@ -16,7 +16,6 @@ import os
 from pathlib import Path
 
 from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from pydantic import BaseModel, ConfigDict, ValidationError
 
@@ -54,6 +53,8 @@ def key_id(raw_public: bytes) -> str:
 
 def generate(out: Path) -> str:
     """Write a new private key (mode 0600, never over an existing file); return its public line."""
+    from cryptography.hazmat.primitives import serialization  # key files only; verifying needs none
+
     private = Ed25519PrivateKey.generate()
     pem = private.private_bytes(
         serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
@@ -70,6 +71,8 @@ def generate(out: Path) -> str:
 
 
 def load_private(path: Path) -> Ed25519PrivateKey:
+    from cryptography.hazmat.primitives import serialization  # key files only; verifying needs none
+
     try:
         key = serialization.load_pem_private_key(Path(path).read_bytes(), password=None)
     except OSError as exc:
@@ -82,6 +85,8 @@ def load_private(path: Path) -> Ed25519PrivateKey:
 
 
 def public_line(public: Ed25519PublicKey) -> str:
+    from cryptography.hazmat.primitives import serialization  # key files only; verifying needs none
+
     raw = public.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
     return PREFIX + base64.b64encode(raw).decode()
 
@@ -106,6 +111,8 @@ def parse_trusted(value: str) -> TrustedKey:
 
 def sign(data: bytes, keys: list[Ed25519PrivateKey]) -> bytes:
     """A signature file over data, one signature per key."""
+    from cryptography.hazmat.primitives import serialization  # key files only; verifying needs none
+
     signatures = []
     for private in keys:
         raw = private.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)

@@ -8,7 +8,7 @@ import sys
 from invoke import task
 
 from relocpy import install as installer
-from relocpy.cli.trust import TRUST_HELP
+from relocpy.cli.options import TRUST_HELP
 from relocpy.errors import InstallError
 from relocpy.settings import ClientSettings
 

@@ -16,6 +16,10 @@ FETCH_HELP = {
     "cache_dir": "content-addressed cache directory (default: RELOCPY_CACHE_DIR or ~/.cache/relocpy)",
     "offline": "never touch the network: only the cache and directory mirrors",
 }
+TRUST_HELP = {
+    "trusted_key": "public key to trust: 'ed25519:<base64>' or a file holding it (repeatable; "
+    "also RELOCPY_TRUSTED_KEYS, comma-separated, or trusted_keys in the config file)",
+}
 PLAN_HELP = {
     "python": "CPython version, e.g. 3.13.15 (or 3.13 when one patch release is known)",
     "target": "target triple, e.g. x86_64-unknown-linux-gnu",

@@ -8,6 +8,7 @@ from pathlib import Path
 from invoke import task
 
 from relocpy import keys
+from relocpy.cli.options import TRUST_HELP
 from relocpy.errors import RelocpyError
 from relocpy.index import (
     Index, SeenSerials, build_index, index_location, load_verified, parse_duration, write_signed,
@@ -18,10 +19,6 @@ from relocpy.publish import publish as publish_dist
 from relocpy.settings import ClientSettings
 from relocpy.uvexport import export_bytes
 
-TRUST_HELP = {
-    "trusted_key": "public key to trust: 'ed25519:<base64>' or a file holding it (repeatable; "
-    "also RELOCPY_TRUSTED_KEYS, comma-separated, or trusted_keys in the config file)",
-}
 
 
 @task(name="generate", help={"out": "where to write the new private key (mode 0600)"})
