@@ -8,6 +8,7 @@ dotted form (`relocpy recipes.check`) works too.
 from __future__ import annotations
 
 import importlib
+import os
 import signal
 import sys
 
@@ -95,3 +96,7 @@ def main(argv: list[str] | None = None) -> None:
     except KeyboardInterrupt:
         print("relocpy: interrupted", file=sys.stderr)
         sys.exit(130)
+    except BrokenPipeError:
+        # The reader went away (`relocpy recipes list | head`): not an error.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        sys.exit(0)
