@@ -145,6 +145,10 @@ def test_sysconfigdata_is_a_literal_with_the_prefix_token(tmp_path):
     data_file = tree / "lib" / "python3.99" / "_sysconfigdata__linux_x.py"
     text = data_file.read_text()
     assert INSTALL_PREFIX not in text and build not in text
+    # uv's parser: this header line, then the assignment, then one literal a line
+    assert text.splitlines()[:2] == ["# system configuration generated and used by the sysconfig module",
+                                     "build_time_vars = {"]
+    assert all(": (" not in line for line in text.splitlines())
     variables = ast.literal_eval(text.split("build_time_vars = ", 1)[1])
     assert variables["prefix"] == PREFIX_TOKEN
     assert variables["LIBDIR"] == f"{PREFIX_TOKEN}/lib"

@@ -11,7 +11,6 @@
 from __future__ import annotations
 
 import os
-import pprint
 import re
 import shlex
 import shutil
@@ -157,12 +156,13 @@ def relocate_sysconfigdata(tree: Path, build_paths: list[str]) -> None:
 
 
 def _render_sysconfigdata(variables: dict) -> str:
-    """A plain dict literal, as CPython writes it (tools such as uv parse and
-    rewrite this file); the patched sysconfig resolves PREFIX_TOKEN."""
-    return (
-        "# system configuration generated and used by the sysconfig module\n"
-        f"# {PREFIX_TOKEN} stands for the installation's location at run time.\n"
-        f"build_time_vars = {pprint.pformat(variables)}\n"
+    """A plain dict literal, one key a line, exactly as tools that parse and
+    rewrite this file expect (uv: the header line, then the assignment; no
+    other comment, no parenthesised strings). The patched sysconfig resolves
+    PREFIX_TOKEN."""
+    lines = [f"    {key!r}: {variables[key]!r}," for key in sorted(variables)]
+    return "\n".join(
+        ["# system configuration generated and used by the sysconfig module", "build_time_vars = {", *lines, "}", ""]
     )
 
 
