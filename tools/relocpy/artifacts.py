@@ -40,7 +40,9 @@ def validate_artifact(path: Path) -> ValidationReport:
     meta_path = path.with_name(path.name + ".json")
     meta = ArtifactMetadata.model_validate_json(meta_path.read_text()) if meta_path.is_file() else None
     recipes = load_recipes()
-    excluded = meta.excluded_modules if meta else recipes.pythons.get(key.version).excluded_modules
+    python = recipes.pythons.get(key.version)
+    excluded = meta.excluded_modules if meta else python.excluded_modules if python else {}
+    known = python.known_test_failures if python else {}
     exports = [p for dep in recipes.dependencies.values() for p in dep.exports]
     arch = key.platform_tag.rsplit("_", 2)[-1] if "x86_64" not in key.platform_tag else "x86_64"
     with tempfile.TemporaryDirectory(prefix="relocpy-artifact-") as tmp:
@@ -49,7 +51,7 @@ def validate_artifact(path: Path) -> ValidationReport:
         if not (tree / "bin").is_dir():
             raise RelocpyError(f"{path}: no python/{'install/' if key.flavor == 'full' else ''}bin in the archive")
         report = validate_tree(tree, arch=arch, excluded_modules=excluded, export_prefixes=exports,
-                               regression_tests=key.flavor == "full")
+                               regression_tests=key.flavor == "full", known_test_failures=known)
     if report.platform_tag != key.platform_tag:
         raise RelocpyError(f"{path}: named {key.platform_tag} but its files need {report.platform_tag}")
     return report

@@ -93,6 +93,7 @@ def _finish(plan, built, deps, fetched, ctx, options, finished: Path) -> list[Ar
             tree,
             arch=plan.target.arch,
             excluded_modules=plan.excluded_modules,
+            known_test_failures=plan.python.known_test_failures,
             export_prefixes=[p for s in plan.dependencies for p in s.dependency.exports],
             build_paths=[str(built.destdir), str(ctx.work_dir), *(str(d.prefix) for d in deps)],
             floor=plan.target.floor if plan.target.libc == "glibc" else None,
