@@ -55,7 +55,8 @@ def default_source_date_epoch(build_tag: str) -> int:
 def run_build(plan: BuildPlan, options: BuildOptions, fetch_settings: FetchSettings) -> list[ArtifactMetadata]:
     runner = get_runner(options.runner, plan.target)
     cache_dir = fetch_settings.cache_dir
-    work_dir = cache_dir / "work" / plan.content_hash[:16]
+    # Per runner: a native and a container build of one plan may run at once.
+    work_dir = cache_dir / "work" / f"{plan.content_hash[:16]}-{runner.name}"
     ctx = StepContext(
         cache_dir=cache_dir,
         work_dir=work_dir,
