@@ -24,7 +24,7 @@ from relocpy.models import ArtifactKey, ArtifactMetadata, BuildPlan, Component
 from relocpy.validate import TEST_MODULES, ValidationReport
 
 LICENSE_NAME = re.compile(r"^(LICENSE|LICENCE|COPYING|COPYRIGHT)([.-].*)?$", re.IGNORECASE)
-# Stdlib test packages, kept only in the full flavor.
+# Stdlib test packages (and the static libpython), kept only in the full flavor.
 TEST_DIRS = ("test", "idlelib/idle_test", "tkinter/test", "lib2to3/tests", "ctypes/test", "distutils/tests", "unittest/test")
 
 
@@ -116,6 +116,9 @@ def _is_test_only(rel: str) -> bool:
             return True
         if parts[2] == "lib-dynload" and len(parts) == 4:
             return parts[3].split(".")[0] in TEST_MODULES
+        # The static libpython (for static embedding) is as large as the rest.
+        if parts[2].startswith("config-") and parts[-1].startswith("libpython") and parts[-1].endswith(".a"):
+            return True
     return False
 
 
@@ -128,11 +131,11 @@ def write_archive(archive: Path, entries: list[tuple[str, Path | bytes]], mtime:
     try:
         with tmp.open("wb") as raw:
             if archive.name.endswith(".tar.zst"):
-                compressor = zstandard.ZstdCompressor(level=15, threads=-1)
+                compressor = zstandard.ZstdCompressor(level=12, threads=-1)
                 with compressor.stream_writer(raw, closefd=False) as stream:
                     _write_tar(stream, entries, mtime, strip_dir if flavor == "install_only_stripped" else None)
             else:
-                with gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=0, compresslevel=9) as stream:
+                with gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=0, compresslevel=6) as stream:
                     _write_tar(stream, entries, mtime, strip_dir if flavor == "install_only_stripped" else None)
         tmp.replace(archive)
     finally:

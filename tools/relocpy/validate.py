@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import tempfile
@@ -35,6 +36,11 @@ REGRESSION_TESTS = [
     "test_ctypes", "test_uuid", "test_readline", "test_pyexpat", "test_xml_etree_c",
     "test_decimal", "test_venv", "test_sysconfig",
 ]
+# Individual CPython tests that do not hold for this build, with the reason.
+KNOWN_TEST_FAILURES = {
+    # libedit truncates history files differently from GNU readline.
+    "test_write_read_limited_history": "libedit's history_truncate_file differs from GNU readline's",
+}
 # Strings naming the build machine that a relocated tree must not contain.
 ALWAYS_FORBIDDEN = [INSTALL_PREFIX]
 
@@ -150,12 +156,15 @@ class _Checker:
     def run(self, name: str, argv: list, timeout: int = 600, **kwargs) -> str:
         try:
             result = subprocess.run(
-                [str(a) for a in argv], capture_output=True, text=True, env=self.env, timeout=timeout, **kwargs
+                [str(a) for a in argv], capture_output=True, text=True, errors="surrogateescape",
+                env=self.env, timeout=timeout, **kwargs
             )
         except subprocess.TimeoutExpired:
             raise ValidationFailed(f"validation failed: {name}: timed out after {timeout}s") from None
         if result.returncode != 0:
-            detail = (result.stderr or result.stdout).strip().splitlines()[-3:]
+            output = (result.stdout + "\n" + result.stderr).strip().splitlines()
+            # regrtest names each failing test file on a line of its own
+            detail = [line for line in output if re.search(r"\btest_\w+ failed", line)][-5:] or output[-3:]
             raise ValidationFailed(f"validation failed: {name}: " + " | ".join(detail))
         return result.stdout
 
@@ -202,14 +211,21 @@ class _Checker:
         out = self.run("python3-config", [config, "--includes"])
         assert_under(out, include, "python3-config --includes")
         if shutil.which("pkg-config"):
-            env_pc = {"PKG_CONFIG_PATH": str(self.prefix / "lib" / "pkgconfig")}
-            self.env.update(env_pc)
+            self.env["PKG_CONFIG_PATH"] = str(self.prefix / "lib" / "pkgconfig")
             out = self.run("pkg-config", ["pkg-config", "--cflags", "python3"])
-            assert_under(out, include, "pkg-config --cflags python3")
+            # pkg-config backslash-escapes each byte of a path that needs it.
+            unescaped = re.sub(rb"\\(.)", rb"\1", out.encode("utf-8", "surrogateescape"))
+            flag = unescaped.decode("utf-8", "replace").strip()
+            if not (flag.startswith("-I") and os.path.realpath(flag[2:]).startswith(os.path.realpath(include))):
+                raise ValidationFailed(f"validation failed: pkg-config --cflags python3 printed {flag!r}, not {include}")
 
     def regression_tests(self) -> None:
         info(f"    running CPython's tests: {' '.join(REGRESSION_TESTS)}")
-        self.run("CPython regression tests", [self.python, "-m", "test", "-j2", "--timeout", "600", *REGRESSION_TESTS], timeout=1800)
+        ignored = [arg for name in KNOWN_TEST_FAILURES for arg in ("--ignore", name)]
+        # Run through the installed name: one venv test assumes the
+        # interpreter is not reached through a link with another name.
+        self.run("CPython regression tests",
+                 [self.prefix / "bin" / "python3", "-m", "test", "-j2", "--timeout", "600", *ignored, *REGRESSION_TESTS], timeout=1800)
 
 
 def assert_under(output: str, directory: Path, what: str) -> None:
