@@ -100,3 +100,13 @@ def test_zig_cc_links_against_the_floor(recipes, tmp_path):
     subprocess.run([env["CC"], "-O2", "t.c", "-o", "t"], cwd=tmp_path, env=run_env, check=True)
     _, glibc = elf.check_file(tmp_path / "t", [])
     assert glibc == "2.17"  # clock_gettime@GLIBC_2.17; gcc on this host gives 2.34
+
+
+def test_relocation_names_the_users_compiler_not_the_wrappers():
+    from relocpy.relocate import generic_programs
+    from relocpy.toolchain import wrappers_dir
+
+    cc = str(wrappers_dir() / "zig-cc")
+    assert generic_programs(f"{cc} -shared -O2") == "cc -shared -O2"
+    assert generic_programs(f"['{wrappers_dir() / 'zig-c++'}', '-x']") == "['c++', '-x']"
+    assert generic_programs("gcc -pthread") == "gcc -pthread"
