@@ -27,7 +27,9 @@ PREFIX_TOKEN = "@RELOCPY_PREFIX@"
 MAKEFILE_PREFIX = "prefix := $(abspath $(dir $(lastword $(MAKEFILE_LIST)))../../..)"
 
 # The zig wrappers (build/toolchain) and what a user's machine calls them.
-TOOLCHAIN_PROGRAMS = {"zig-cc": "cc", "zig-c++": "c++", "zig-ar": "ar", "zig-ranlib": "ranlib"}
+TOOLCHAIN_PROGRAMS = {
+    "zig-cc": "cc", "zig-clang": "cc", "zig-c++": "c++", "zig-clang++": "c++", "zig-ar": "ar", "zig-ranlib": "ranlib",
+}
 
 
 def relocate(built: BuiltPython, staging: Path, deps: list[BuiltDependency], work_dir: Path | None = None) -> Path:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import importlib.metadata
 import importlib.util
 from pathlib import Path
@@ -36,7 +37,8 @@ def toolchain_env(target: Target) -> dict[str, str]:
         programs = {var: str(wrappers_dir() / program) for var, program in programs.items()}
         cflags += ZIG_CFLAGS
         extra = {"RELOCPY_ZIG_TARGET": zig_target(target), "RELOCPY_ZIG": str(zig_dir() / "zig"),
-                 "RELOCPY_ZIG_VERSION": importlib.metadata.version("ziglang")}
+                 "RELOCPY_ZIG_VERSION": importlib.metadata.version("ziglang"),
+                 "RELOCPY_ZIG_WRAPPERS": wrappers_digest()}
     return {**programs, "CFLAGS": " ".join(cflags), "LDFLAGS": " ".join(target.ldflags), **extra}
 
 
@@ -69,6 +71,14 @@ def links_against_floor(target: Target) -> bool:
 
 def wrappers_dir() -> Path:
     return templates_dir() / "toolchain"
+
+
+def wrappers_digest() -> str:
+    """The wrappers' content, so that editing one rebuilds what it compiled."""
+    digest = hashlib.sha256()
+    for path in sorted(wrappers_dir().iterdir()):
+        digest.update(path.name.encode() + b"\0" + path.read_bytes() + b"\0")
+    return digest.hexdigest()[:16]
 
 
 def zig_dir() -> Path:
