@@ -53,7 +53,7 @@ def glibc_by_file(dist: Path) -> dict[str, str]:
 
 
 def report_glibc(runner: str, versions: dict[str, str]) -> None:
-    print(f"\nhighest GLIBC symbol version per ELF file ({runner}, {len(versions)} files):")
+    print(f"\nhighest GLIBC symbol version per ELF file ({runner}; {len(versions)} files reference glibc):")
     for name, version in sorted(versions.items()):
         print(f"  GLIBC_{version:<6} {name}")
 
