@@ -22,7 +22,7 @@ from relocpy.progress import info, step
 from relocpy.relocate import relocate
 from relocpy.runners import get_runner
 from relocpy.settings import FetchSettings
-from relocpy.toolchain import toolchain_env
+from relocpy.toolchain import links_against_floor, toolchain_env, toolchain_mounts
 from relocpy.validate import validate_tree
 
 
@@ -55,13 +55,15 @@ def default_source_date_epoch(build_tag: str) -> int:
 def run_build(plan: BuildPlan, options: BuildOptions, fetch_settings: FetchSettings) -> list[ArtifactMetadata]:
     runner = get_runner(options.runner, plan.target)
     cache_dir = fetch_settings.cache_dir
-    work_dir = cache_dir / "work" / plan.content_hash[:16]
+    # Per runner: a native and a container build of one plan may run at once.
+    work_dir = cache_dir / "work" / f"{plan.content_hash[:16]}-{runner.name}"
     ctx = StepContext(
         cache_dir=cache_dir,
         work_dir=work_dir,
         runner=runner,
         runner_identity=getattr(runner, "identity", runner.name),
         toolchain=toolchain_env(plan.target),
+        toolchain_mounts=tuple(toolchain_mounts(plan.target)),
         jobs=options.jobs,
         source_date_epoch=options.source_date_epoch,
     )
@@ -97,6 +99,7 @@ def _finish(plan, built, deps, fetched, ctx, options, finished: Path) -> list[Ar
             export_prefixes=[p for s in plan.dependencies for p in s.dependency.exports],
             build_paths=[str(built.destdir), str(ctx.work_dir), *(str(d.prefix) for d in deps)],
             floor=plan.target.floor if plan.target.libc == "glibc" else None,
+            enforce_floor=links_against_floor(plan.target),
         )
         info(f"    platform tag {report.platform_tag} (highest symbol version GLIBC_{report.glibc_max})")
     with step("package"):

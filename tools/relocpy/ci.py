@@ -33,6 +33,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from relocpy.errors import RelocpyError, UnknownNameError
 from relocpy.models import Recipes, Target
 from relocpy.recipes import get_python, parse_variant, supported_variants
+from relocpy.toolchain import refused_option
 
 GITHUB_MATRIX_LIMIT = 256
 WORKFLOWS = {"build.yml": "build.yml.j2", "release.yml": "release.yml.j2"}
@@ -193,7 +194,7 @@ def make_cell(settings: CiSettings, target: Target, python: str, variant: str) -
 
 
 def all_cells(recipes: Recipes, settings: CiSettings) -> list[Cell]:
-    """Every buildable target x python x variant the python supports."""
+    """Every buildable target x python x variant the python and the target's toolchain support."""
     cells = []
     for triple in sorted(recipes.targets):
         target = recipes.targets[triple]
@@ -201,6 +202,8 @@ def all_cells(recipes: Recipes, settings: CiSettings) -> list[Cell]:
             continue
         for version, python in recipes.pythons.items():
             for variant in supported_variants(recipes, python):
+                if refused_option(target.toolchain, variant.split("+")):
+                    continue
                 cells.append(make_cell(settings, target, version, variant))
     return cells
 

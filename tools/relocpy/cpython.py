@@ -18,7 +18,6 @@ from relocpy.fetch import FetchedSource
 from relocpy.models import BuildPlan
 from relocpy.paths import patches_dir
 from relocpy.progress import info, step
-from relocpy.runners import Mounts
 from relocpy.templates import render
 
 # The configure prefix. Nothing may keep it after relocation; the validator
@@ -89,7 +88,7 @@ def _run_cpython_build(plan, script_text, source, deps, built, out, ctx) -> None
         script = work / "build.sh"
         script.write_text(script_text)
         env = {
-            **ctx.base_env(),
+            **ctx.base_env(work),
             "SRC": str(source.path),
             "WORK": str(work),
             "DEPS": str(deps_prefix),
@@ -99,7 +98,7 @@ def _run_cpython_build(plan, script_text, source, deps, built, out, ctx) -> None
             "PREFIX": INSTALL_PREFIX,
         }
         built.destdir.mkdir(parents=True)
-        mounts = Mounts(read_only=[source.path.parent, patches_dir()], writable=[work, out])
+        mounts = ctx.mounts(read_only=[source.path.parent, patches_dir()], writable=[work, out])
         ctx.runner.run_script("build CPython", script, env, mounts, log=work / "build.log")
         shutil.copyfile(work / "build.log", built.log)
         (out / COMPLETE_MARKER).write_text(json.dumps({"python": plan.python.version, "key": built.key}))

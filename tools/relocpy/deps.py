@@ -22,6 +22,7 @@ from relocpy.models import BuildPlan, DependencyStep
 from relocpy.progress import info, step
 from relocpy.runners import Mounts, Runner
 from relocpy.templates import render
+from relocpy.toolchain import step_env
 
 COMPLETE_MARKER = "complete.json"
 
@@ -50,9 +51,18 @@ class StepContext:
     toolchain: dict[str, str]
     jobs: int
     source_date_epoch: int
+    toolchain_mounts: tuple[Path, ...] = ()  # read-only: where the compilers live (not keyed)
 
-    def base_env(self) -> dict[str, str]:
-        return {**self.toolchain, "JOBS": str(self.jobs), "SOURCE_DATE_EPOCH": str(self.source_date_epoch)}
+    def base_env(self, work: Path) -> dict[str, str]:
+        return {
+            **self.toolchain,
+            **step_env(self.toolchain, work),
+            "JOBS": str(self.jobs),
+            "SOURCE_DATE_EPOCH": str(self.source_date_epoch),
+        }
+
+    def mounts(self, read_only: list[Path], writable: list[Path]) -> Mounts:
+        return Mounts(read_only=[*read_only, *self.toolchain_mounts], writable=writable)
 
 
 class BuiltDependency(BaseModel):
@@ -115,14 +125,14 @@ def _run_dependency_build(plan, dep, script_text, source, inputs, result, out, c
         script = work / "build.sh"
         script.write_text(script_text)
         env = {
-            **ctx.base_env(),
+            **ctx.base_env(work),
             "SRC": str(source.path),
             "WORK": str(work),
             "PREFIX": str(result.prefix),
             "DEPS": str(deps_prefix),
         }
         result.prefix.mkdir(parents=True)
-        mounts = Mounts(read_only=[source.path.parent], writable=[work, out])
+        mounts = ctx.mounts(read_only=[source.path.parent], writable=[work, out])
         ctx.runner.run_script(f"build {dep.name}", script, env, mounts, log=work / "build.log")
         _normalise_prefix(result.prefix)
         shutil.copyfile(work / "build.log", out / "build.log")

@@ -5,10 +5,11 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 
-from relocpy.errors import RecipeError, UnknownNameError
+from relocpy.errors import RecipeError, UnknownNameError, UsageError
 from relocpy.models import BuildPlan, DependencyStep, PatchRef, Recipes
 from relocpy.paths import patches_dir, templates_dir
 from relocpy.recipes import get_python, get_target, parse_variant
+from relocpy.toolchain import refused_option
 
 CPYTHON_TEMPLATE = "cpython.sh.j2"
 
@@ -19,6 +20,11 @@ def resolve_plan(recipes: Recipes, python: str, target: str, variant: str | None
     chosen = parse_variant(recipes, variant or recipes.default_variant, python_recipe)
     if not target_recipe.buildable:
         raise UnknownNameError(f"target '{target}' is not buildable yet: {target_recipe.reason}")
+    refused = refused_option(target_recipe.toolchain, chosen.options)
+    if refused:
+        raise UsageError(
+            f"variant '{chosen.name}' cannot be built for {target} with the {target_recipe.toolchain} toolchain ({refused})"
+        )
     return BuildPlan(
         python=python_recipe,
         target=target_recipe,

@@ -20,11 +20,17 @@ from pathlib import Path
 from relocpy import shell
 from relocpy.cpython import INSTALL_PREFIX, BuiltPython
 from relocpy.deps import BuiltDependency
+from relocpy.toolchain import wrappers_dir
 
 # Stands for the installation prefix in relocated sysconfig data; the
 # sysconfig patch of each CPython version replaces it at run time.
 PREFIX_TOKEN = "@RELOCPY_PREFIX@"
 MAKEFILE_PREFIX = "prefix := $(abspath $(dir $(lastword $(MAKEFILE_LIST)))../../..)"
+
+# The zig wrappers (build/toolchain) and what a user's machine calls them.
+TOOLCHAIN_PROGRAMS = {
+    "zig-cc": "cc", "zig-clang": "cc", "zig-c++": "c++", "zig-clang++": "c++", "zig-ar": "ar", "zig-ranlib": "ranlib",
+}
 
 
 def relocate(built: BuiltPython, staging: Path, deps: list[BuiltDependency], work_dir: Path | None = None) -> Path:
@@ -132,11 +138,19 @@ def _is_path_flag(word: str) -> bool:
     return word.startswith(("-I", "-L", "-Wl,-rpath", "-isystem", "--with-openssl=", "PKG_CONFIG"))
 
 
+def generic_programs(value: str) -> str:
+    """The build machine's compiler wrappers become the names a user's machine
+    has (`cc`, `c++`, ...), so C extensions build with the user's compiler."""
+    for program, generic in TOOLCHAIN_PROGRAMS.items():
+        value = re.sub(re.escape(str(wrappers_dir() / program)) + r"(?=\s|$|['\"])", generic, value)
+    return value
+
+
 def _relocate_text(value: str, build_paths: list[str], prefix_ref: str, srcdir_ref: str) -> str:
     """Point the install prefix at prefix_ref and what is left of the build
     tree (srcdir and friends) at srcdir_ref: the config directory stands in for
     the source tree once installed, as sysconfig expects."""
-    value = scrub_flags(value, build_paths)
+    value = generic_programs(scrub_flags(value, build_paths))
     for path in build_paths:
         value = re.sub(re.escape(path) + r"[^\s'\"]*", srcdir_ref, value)
     return value.replace(INSTALL_PREFIX, prefix_ref)

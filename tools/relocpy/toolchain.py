@@ -2,22 +2,105 @@
 
 from __future__ import annotations
 
+import hashlib
+import importlib.metadata
+import importlib.util
+from pathlib import Path
+
 from relocpy.errors import RecipeError
 from relocpy.models import Target
+from relocpy.paths import templates_dir
 
 # Per toolchain: the programs autotools and make should use.
 PROGRAMS = {
     "gcc": {"CC": "gcc", "CXX": "g++", "AR": "ar", "RANLIB": "ranlib"},
     "clang": {"CC": "clang", "CXX": "clang++", "AR": "ar", "RANLIB": "ranlib"},
+    "zig": {"CC": "zig-cc", "CXX": "zig-c++", "AR": "zig-ar", "RANLIB": "zig-ranlib"},
 }
+# zig 0.17 turns -Wdate-time into an error at any -O level; CPython's
+# getbuildinfo.c uses __DATE__, kept reproducible by SOURCE_DATE_EPOCH.
+ZIG_CFLAGS = ["-Wno-error=date-time"]
+
+
+class ToolchainError(RecipeError):
+    pass
 
 
 def toolchain_env(target: Target) -> dict[str, str]:
+    """What build caches key on: programs, flags and (for zig) its target and version."""
     programs = PROGRAMS.get(target.toolchain)
     if programs is None:
-        raise RecipeError(f"targets.toml: [{target.triple}].toolchain: '{target.toolchain}' is not supported by this host's runners")
-    return {
-        **programs,
-        "CFLAGS": " ".join(target.cflags),
-        "LDFLAGS": " ".join(target.ldflags),
-    }
+        raise ToolchainError(f"targets.toml: [{target.triple}].toolchain: '{target.toolchain}' is not supported by this host's runners")
+    cflags = list(target.cflags)
+    extra: dict[str, str] = {}
+    if target.toolchain == "zig":
+        programs = {var: str(wrappers_dir() / program) for var, program in programs.items()}
+        cflags += ZIG_CFLAGS
+        extra = {"RELOCPY_ZIG_TARGET": zig_target(target), "RELOCPY_ZIG": str(zig_dir() / "zig"),
+                 "RELOCPY_ZIG_VERSION": importlib.metadata.version("ziglang"),
+                 "RELOCPY_ZIG_WRAPPERS": wrappers_digest()}
+    return {**programs, "CFLAGS": " ".join(cflags), "LDFLAGS": " ".join(target.ldflags), **extra}
+
+
+def toolchain_mounts(target: Target) -> list[Path]:
+    """Host directories a container step must see (read-only) to run the toolchain."""
+    return [wrappers_dir(), zig_dir()] if target.toolchain == "zig" else []
+
+
+def step_env(toolchain: dict[str, str], work: Path) -> dict[str, str]:
+    """Per-step additions: zig's caches live in the step's (writable) work dir,
+    so a build never reuses objects of another one (zig caches by its inputs)."""
+    if "RELOCPY_ZIG_TARGET" not in toolchain:
+        return {}
+    return {"ZIG_GLOBAL_CACHE_DIR": str(work / "zig-cache"), "ZIG_LOCAL_CACHE_DIR": str(work / "zig-cache")}
+
+
+def zig_target(target: Target) -> str:
+    """zig's triple names the libc and, for glibc, the version to link against."""
+    if target.libc == "glibc":
+        return f"{target.arch}-linux-gnu.{target.floor}"
+    if target.libc == "musl":
+        return f"{target.arch}-linux-musl"
+    raise ToolchainError(f"targets.toml: [{target.triple}]: the zig toolchain builds Linux targets only")
+
+
+def links_against_floor(target: Target) -> bool:
+    """Whether the toolchain links against the target's floor (not the build host's libc)."""
+    return target.toolchain == "zig"
+
+
+def wrappers_dir() -> Path:
+    return templates_dir() / "toolchain"
+
+
+def wrappers_digest() -> str:
+    """The wrappers' content, so that editing one rebuilds what it compiled."""
+    digest = hashlib.sha256()
+    for path in sorted(wrappers_dir().iterdir()):
+        digest.update(path.name.encode() + b"\0" + path.read_bytes() + b"\0")
+    return digest.hexdigest()[:16]
+
+
+def zig_dir() -> Path:
+    """The ziglang package: a static zig binary and its lib/ (libc headers and stubs)."""
+    spec = importlib.util.find_spec("ziglang")
+    if spec is None or spec.origin is None:
+        raise ToolchainError("the zig toolchain needs the ziglang package: pip install 'relocpy[zig]'")
+    return Path(spec.origin).parent
+
+
+# Variant options a toolchain cannot build, and why (measured: docs/toolchain.md).
+UNSUPPORTED_OPTIONS = {
+    "zig": {
+        "pgo": "zig 0.17 instruments objects for PGO but links no profile runtime, so training writes no profile",
+    },
+}
+
+
+def refused_option(toolchain: str, options: list[str]) -> str | None:
+    """The first option of a variant this toolchain cannot build, with the reason."""
+    for option in options:
+        reason = UNSUPPORTED_OPTIONS.get(toolchain, {}).get(option)
+        if reason:
+            return f"{option}: {reason}"
+    return None

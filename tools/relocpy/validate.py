@@ -60,19 +60,32 @@ def validate_tree(
     floor: str | None = None,
     regression_tests: bool = True,
     known_test_failures: dict[str, str] | None = None,
+    enforce_floor: bool = False,
 ) -> ValidationReport:
     problems: list[str] = []
     elf_summary = elf.check_tree(tree, export_prefixes)
     problems += elf_summary.problems
     problems += find_build_paths(tree, [*ALWAYS_FORBIDDEN, *build_paths])
-    if floor and elf_summary.glibc_max and _version(elf_summary.glibc_max) > _version(floor):
-        warn(f"the tree needs GLIBC_{elf_summary.glibc_max}, above the target's floor {floor}")
+    problems += floor_problems(elf_summary, floor, enforce_floor)
     if problems:
         raise ValidationFailed(_summarise(problems))
     known = known_test_failures or {}
     runtime = run_runtime_checks(tree, excluded_modules, known if regression_tests else None)
     platform_tag = elf.manylinux_tag(elf_summary.glibc_max, arch)
     return ValidationReport(platform_tag=platform_tag, glibc_max=elf_summary.glibc_max, **runtime)
+
+
+def floor_problems(summary: elf.ElfSummary, floor: str | None, enforce: bool) -> list[str]:
+    """Above the floor is a failure when the toolchain links against the floor's
+    glibc (zig), and only a warning when it links against the build host's."""
+    if not (floor and summary.glibc_max and _version(summary.glibc_max) > _version(floor)):
+        return []
+    worst = sorted(name for name, v in summary.glibc_by_file.items() if _version(v) > _version(floor))
+    message = f"{len(worst)} ELF files need more than GLIBC_{floor} (up to GLIBC_{summary.glibc_max}), e.g. {worst[0]}"
+    if enforce:
+        return [message]
+    warn(message)
+    return []
 
 
 def _version(text: str) -> tuple[int, ...]:
