@@ -117,7 +117,8 @@ def test_plan_resolution_and_stable_hash(recipes):
     names = [s.dependency.name for s in plan.dependencies]
     assert names.index("ncurses") < names.index("libedit")
     assert "--enable-optimizations" in plan.configure_flags and "--with-lto" in plan.configure_flags
-    assert plan.artifact_variant is None  # the unnamed default
+    assert plan.artifact_variant == "pgo+lto"
+    assert resolve_plan(recipes, "3.13.15", "x86_64-unknown-linux-gnu").artifact_variant is None  # the unnamed default
     again = resolve_plan(recipes, "3.13", "x86_64-unknown-linux-gnu", "lto+pgo")
     assert again.content_hash == plan.content_hash
     other = resolve_plan(recipes, "3.13.15", "x86_64-unknown-linux-gnu", "noopt")
