@@ -49,7 +49,7 @@ def build(
     run_build(plan, options, fetch_settings(mirror, cache_dir, offline))
 
 
-@task(help={"artifact": "an archive built by relocpy, or a directory: every archive in it"})
+@task(positional=["artifact"], help={"artifact": "an archive built by relocpy, or a directory: every archive in it"})
 def validate(c, artifact=None):
     """Run the relocation and portability validation on built archives."""
     if not artifact:
