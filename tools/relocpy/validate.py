@@ -226,7 +226,10 @@ class _Checker:
         info(f"    running CPython's tests: {' '.join(present)}" + (f" (not installed: {', '.join(absent)})" if absent else ""))
         for name, reason in known_failures.items():
             info(f"    ignoring {name}: {reason}")
-        ignored = [arg for name in known_failures for arg in ("--ignore", name)]
+        # A whole test file in the list is not run; any other name is a test
+        # case regrtest ignores.
+        present = [t for t in present if t not in known_failures]
+        ignored = [arg for name in known_failures if name not in REGRESSION_TESTS for arg in ("--ignore", name)]
         # Run through the installed name: one venv test assumes the
         # interpreter is not reached through a link with another name. -w
         # re-runs a failed test once: TLS tests flake on a loaded machine.
