@@ -14,7 +14,7 @@ from pathlib import Path
 from pydantic import BaseModel, ConfigDict
 
 from relocpy.cpython import build_cpython
-from relocpy.deps import COMPLETE_MARKER, StepContext, build_dependencies
+from relocpy.deps import COMPLETE_MARKER, StepContext, build_dependencies, cache_entry_lock
 from relocpy.fetch import fetch_all
 from relocpy.models import ArtifactMetadata, BuildPlan
 from relocpy.package import license_texts, package_all
@@ -73,11 +73,13 @@ def run_build(plan: BuildPlan, options: BuildOptions, fetch_settings: FetchSetti
         deps = build_dependencies(plan, fetched, ctx)
         built = build_cpython(plan, fetched["cpython"], deps, ctx)
         finished = cache_dir / "artifacts" / f"{_artifacts_key(built.key, options)[:24]}"
-        if (finished / COMPLETE_MARKER).is_file():
-            info("    relocated, validated and packaged before: reusing the archives")
-            artifacts = _load_artifacts(finished)
-        else:
-            artifacts = _finish(plan, built, deps, fetched, ctx, options, finished)
+        # The lock also keeps two builds of one plan out of its staging directory.
+        with cache_entry_lock(finished):
+            if (finished / COMPLETE_MARKER).is_file():
+                info("    relocated, validated and packaged before: reusing the archives")
+                artifacts = _load_artifacts(finished)
+            else:
+                artifacts = _finish(plan, built, deps, fetched, ctx, options, finished)
         publish_to_dist(artifacts, finished, options.dist)
     finally:
         runner.close()

@@ -223,12 +223,12 @@ class _Checker:
             return  # an install_only tree: no tests shipped
         present = [t for t in REGRESSION_TESTS if any((d / t).exists() or (d / f"{t}.py").exists() for d in test_dirs)]
         absent = sorted(set(REGRESSION_TESTS) - set(present))
+        # A whole test file named as a known failure is not run; any other name
+        # is a test case regrtest ignores.
+        present = [t for t in present if t not in known_failures]
         info(f"    running CPython's tests: {' '.join(present)}" + (f" (not installed: {', '.join(absent)})" if absent else ""))
         for name, reason in known_failures.items():
             info(f"    ignoring {name}: {reason}")
-        # A whole test file in the list is not run; any other name is a test
-        # case regrtest ignores.
-        present = [t for t in present if t not in known_failures]
         ignored = [arg for name in known_failures if name not in REGRESSION_TESTS for arg in ("--ignore", name)]
         # Run through the installed name: one venv test assumes the
         # interpreter is not reached through a link with another name. -w
