@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from relocpy.artifacts import archives_in
 from relocpy.models import ArtifactKey, ArtifactMetadata
 from relocpy.paths import project_root
 
@@ -48,7 +49,7 @@ def built(tmp_path_factory, shared_cache, sources_mirror):
 @pytest.mark.parametrize("python", ["3.13.15", "3.11.2"])
 def test_build_leaves_three_validated_archives_with_metadata(built, python):
     dist = built(python)
-    archives = sorted(p.name for p in dist.glob("cpython-*.tar.*"))
+    archives = [p.name for p in archives_in(dist)]
     assert len(archives) == 3, archives
     flavors = {ArtifactKey.parse(name).flavor for name in archives}
     assert flavors == {"install_only", "install_only_stripped", "full"}

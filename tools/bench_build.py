@@ -22,6 +22,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from relocpy.artifacts import archives_in
+
 ROOT = Path(__file__).resolve().parents[1]
 TARGET = "x86_64-unknown-linux-gnu"
 
@@ -51,7 +53,7 @@ def bare_build(args, work: Path) -> float:
 
 
 def digests(dist: Path) -> dict[str, str]:
-    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(dist.glob("cpython-*.tar.*"))}
+    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in archives_in(dist)}
 
 
 def main() -> None:
@@ -91,7 +93,7 @@ def main() -> None:
             print(f"  {label:<42} {seconds:8.1f} s")
         print(f"  {'warm / bare':<42} {warm / bare:8.2f} x   (target <= 1.10)")
         print("archive sizes:")
-        for path in sorted(second.glob("cpython-*.tar.*")):
+        for path in archives_in(second):
             print(f"  {path.name:<80} {path.stat().st_size / 1e6:7.1f} MB")
         same = digests(first) == digests(second)
         print(f"two builds of the same inputs byte-identical: {'yes' if same else 'no'}")

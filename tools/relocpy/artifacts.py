@@ -14,6 +14,11 @@ from relocpy.recipes import load_recipes
 from relocpy.validate import ValidationReport, validate_tree
 
 
+def archives_in(directory: Path) -> list[Path]:
+    """The artifact archives in a directory (not their .json metadata)."""
+    return sorted(p for p in directory.glob("cpython-*") if p.name.endswith((".tar.gz", ".tar.zst")))
+
+
 def open_archive(path: Path) -> tarfile.TarFile:
     if path.name.endswith(".tar.zst"):
         reader = zstandard.ZstdDecompressor().stream_reader(path.open("rb"), closefd=True)

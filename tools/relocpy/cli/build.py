@@ -7,7 +7,7 @@ from pathlib import Path
 
 from invoke import task
 
-from relocpy.artifacts import validate_artifact
+from relocpy.artifacts import archives_in, validate_artifact
 from relocpy.errors import UsageError
 from relocpy.build import BuildOptions, default_build_tag, default_source_date_epoch, run_build
 from relocpy.cli.options import FETCH_HELP, PLAN_HELP, fetch_settings, require_python_and_target
@@ -55,7 +55,7 @@ def validate(c, artifact=None):
     if not artifact:
         raise UsageError("validate needs an artifact: relocpy validate PATH")
     path = Path(artifact)
-    archives = sorted(p for p in path.glob("cpython-*.tar.*")) if path.is_dir() else [path]
+    archives = archives_in(path) if path.is_dir() else [path]
     for archive in archives:
         report = validate_artifact(archive)
         info(f"{archive}: valid ({report.platform_tag}, {len(report.checks)} runtime checks)")
