@@ -19,6 +19,7 @@ from relocpy.models import BuildPlan
 from relocpy.paths import patches_dir
 from relocpy.progress import info, step
 from relocpy.templates import render
+from relocpy.toolchain import toolchain_identity
 
 # The configure prefix. Nothing may keep it after relocation; the validator
 # refuses any file that still names it.
@@ -47,7 +48,7 @@ def cpython_key(plan: BuildPlan, script: str, source: FetchedSource, deps: list[
         "script": hashlib.sha256(script.encode()).hexdigest(),
         "source": source.source.sha256,
         "deps": [d.key for d in deps],
-        "toolchain": ctx.toolchain,
+        "toolchain": toolchain_identity(ctx.toolchain),
         "runner": ctx.runner_identity,
         "prefix": INSTALL_PREFIX,
         "source_date_epoch": ctx.source_date_epoch,

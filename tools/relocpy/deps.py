@@ -22,7 +22,7 @@ from relocpy.models import BuildPlan, DependencyStep
 from relocpy.progress import info, step
 from relocpy.runners import Mounts, Runner
 from relocpy.templates import render
-from relocpy.toolchain import step_env
+from relocpy.toolchain import step_env, toolchain_identity
 
 COMPLETE_MARKER = "complete.json"
 
@@ -92,7 +92,7 @@ def dependency_key(
         "step": dep_step.model_dump(mode="json"),
         "script": hashlib.sha256(script.encode()).hexdigest(),
         "source_sha256": source.source.sha256,
-        "toolchain": ctx.toolchain,
+        "toolchain": toolchain_identity(ctx.toolchain),
         "runner": ctx.runner_identity,
         "inputs": sorted(d.key for d in inputs),
     }

@@ -42,6 +42,20 @@ def toolchain_env(target: Target) -> dict[str, str]:
     return {**programs, "CFLAGS": " ".join(cflags), "LDFLAGS": " ".join(target.ldflags), **extra}
 
 
+def toolchain_identity(toolchain: dict[str, str]) -> dict[str, str]:
+    """The toolchain as cache keys see it: without where this checkout and the
+    zig package happen to live (their content is keyed by digest and version)."""
+    places = {str(wrappers_dir()): "<wrappers>"}
+    if "RELOCPY_ZIG" in toolchain:
+        places[str(zig_dir())] = "<zig>"
+    identity = {}
+    for name, value in toolchain.items():
+        for place, token in places.items():
+            value = value.replace(place, token)
+        identity[name] = value
+    return identity
+
+
 def toolchain_mounts(target: Target) -> list[Path]:
     """Host directories a container step must see (read-only) to run the toolchain."""
     return [wrappers_dir(), zig_dir()] if target.toolchain == "zig" else []
@@ -85,7 +99,7 @@ def zig_dir() -> Path:
     """The ziglang package: a static zig binary and its lib/ (libc headers and stubs)."""
     spec = importlib.util.find_spec("ziglang")
     if spec is None or spec.origin is None:
-        raise ToolchainError("the zig toolchain needs the ziglang package: pip install 'relocpy[zig]'")
+        raise ToolchainError("the zig toolchain needs the ziglang package: pip install ziglang")
     return Path(spec.origin).parent
 
 
