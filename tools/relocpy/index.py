@@ -23,6 +23,7 @@ from urllib.parse import quote, urljoin
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from relocpy import keys
+from relocpy.hashing import file_sha256
 from relocpy.errors import IndexError_, SignatureMismatch, TrustError
 from relocpy import http
 from relocpy.models import ArtifactKey, ArtifactMetadata
@@ -89,14 +90,6 @@ def parse_duration(text: str) -> timedelta:
 
 
 # --- building -------------------------------------------------------------------
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        while chunk := handle.read(1 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def artifact_url(base_url: str, name: str) -> str:

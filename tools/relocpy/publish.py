@@ -23,7 +23,8 @@ from urllib.parse import urlparse
 
 from relocpy import keys
 from relocpy.errors import PublishError
-from relocpy.index import INDEX_NAME, SIG_SUFFIX, Index, file_sha256, parse_index, write_atomic
+from relocpy.hashing import file_sha256
+from relocpy.index import INDEX_NAME, SIG_SUFFIX, Index, parse_index, write_atomic
 from relocpy.progress import info
 
 INDEX_ATTEMPTS = 5
