@@ -8,7 +8,6 @@ than the highest it has seen from the same URL (rollback protection).
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import re
