@@ -111,3 +111,23 @@ def test_relocation_names_the_users_compiler_not_the_wrappers():
     assert generic_programs(f"{cc} -shared -O2") == "cc -shared -O2"
     assert generic_programs(f"['{wrappers_dir() / 'zig-c++'}', '-x']") == "['c++', '-x']"
     assert generic_programs("gcc -pthread") == "gcc -pthread"
+
+
+def test_cache_keys_do_not_depend_on_where_the_checkout_is(tmp_path, monkeypatch):
+    """A copy of the project (RELOCPY_ROOT elsewhere) reuses the same built dependencies."""
+    import shutil
+
+    from relocpy.paths import project_root
+    from relocpy.recipes import load_recipes
+    from relocpy.toolchain import toolchain_env, toolchain_identity
+
+    target = load_recipes().targets["x86_64-unknown-linux-gnu"]
+    here = toolchain_env(target)
+    here_identity = toolchain_identity(here)
+    copy = tmp_path / "elsewhere"
+    shutil.copytree(project_root() / "build", copy / "build")
+    shutil.copytree(project_root() / "recipes", copy / "recipes")
+    monkeypatch.setenv("RELOCPY_ROOT", str(copy))
+    there = toolchain_env(target)
+    assert here != there  # the programs' paths differ...
+    assert here_identity == toolchain_identity(there)  # ...what the keys see does not
