@@ -25,7 +25,7 @@ from relocpy.recipes import get_target, load_recipes
 from relocpy.runners import Mounts
 from relocpy.runners.docker import CONTAINER_PREFIX, DockerRunner
 from relocpy.settings import FetchSettings
-from relocpy.toolchain import toolchain_env
+from relocpy.toolchain import toolchain_env, toolchain_mounts
 
 pytestmark = pytest.mark.docker
 
@@ -227,7 +227,7 @@ def test_dependency_pipeline_builds_zlib_in_the_builder(engine, base_images, sou
     runner = DockerRunner(plan.target, engine)
     ctx = StepContext(cache_dir=tmp_path / "cache", work_dir=tmp_path / "work", runner=runner,
                       runner_identity=runner.identity, toolchain=toolchain_env(plan.target), jobs=2,
-                      source_date_epoch=1700000000)
+                      source_date_epoch=1700000000, toolchain_mounts=tuple(toolchain_mounts(plan.target)))
     [built] = build_dependencies(plan, fetched, ctx)
     assert (built.prefix / "lib" / "libz.a").is_file()
     log = (built.prefix.parent / "build.log").read_text()
