@@ -4,6 +4,7 @@ cross-references, variants and plan resolution."""
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -180,8 +181,9 @@ def test_cli_corrupted_mirror_file_exits_nonzero_and_caches_nothing(tmp_path):
     bad = mirror / "bzip2-1.0.8.tar.gz"
     bad.unlink()
     bad.write_bytes((SOURCES_JSON.parent / bad.name).read_bytes()[:-10])
+    env = {k: v for k, v in os.environ.items() if k != "RELOCPY_MIRRORS"}  # only the corrupted mirror
     result = relocpy("fetch", "--python", "3.13.15", "--target", "x86_64-unknown-linux-gnu", "--variant", "noopt",
-                     "--mirror", str(mirror), "--cache-dir", str(tmp_path / "cache"), "--offline")
+                     "--mirror", str(mirror), "--cache-dir", str(tmp_path / "cache"), "--offline", env=env)
     assert result.returncode == 2
     line = result.stderr.strip().splitlines()[-1]
     assert line.startswith("relocpy: error: bzip2: bzip2-1.0.8.tar.gz from ") and str(bad) in line
