@@ -7,7 +7,6 @@ import io
 import os
 import subprocess
 import sys
-import sysconfig
 import tarfile
 import threading
 import time

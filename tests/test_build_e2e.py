@@ -7,7 +7,6 @@ CI), so the second build only compiles CPython.
 
 from __future__ import annotations
 
-import json
 import shutil
 import subprocess
 import sys

@@ -4,7 +4,6 @@ truncates, corrupts and stalls."""
 from __future__ import annotations
 
 import hashlib
-import shutil
 import ssl
 
 import pytest

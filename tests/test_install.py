@@ -1,6 +1,5 @@
 """install, list, run, uninstall against a real HTTP server on loopback, and every refusal."""
 
-import json
 import os
 import subprocess
 import tarfile

@@ -1,7 +1,6 @@
 """publish to a directory and to a real S3-speaking server (moto) on loopback."""
 
 import json
-import shutil
 import uuid
 
 import boto3

@@ -1,7 +1,6 @@
 """The streaming inflater and the up-front member checks, without a server."""
 
 import gzip
-import io
 import tarfile
 
 import pytest

@@ -1,7 +1,5 @@
 """uv's download-metadata export, and a real `uv python install` through it."""
 
-import json
-import os
 import shutil
 import subprocess
 import sys
