@@ -8,10 +8,11 @@ from pathlib import Path
 
 import zstandard
 
-from relocpy.errors import RelocpyError
+from relocpy import elf
+from relocpy.errors import RelocpyError, ValidationFailed
 from relocpy.models import ArtifactKey, ArtifactMetadata
 from relocpy.recipes import load_recipes
-from relocpy.validate import ValidationReport, validate_tree
+from relocpy.validate import ValidationPolicy, ValidationReport, check_files, run_runtime_checks
 
 
 def archives_in(directory: Path) -> list[Path]:
@@ -35,7 +36,38 @@ def unpack(path: Path, into: Path) -> None:
         raise RelocpyError(f"{path}: cannot unpack: {exc}") from None
 
 
+# Where an archive is unpacked for validation, then moved to: a consumer may
+# unpack anywhere, paths with spaces and non-ASCII characters included.
+UNPACKED_AT = Path("unpacked here ü ✓") / "first"
+MOVED_TO = Path("unpacked here ü ✓") / "moved after unpacking"
+
+
+def tree_in_archive(flavor: str) -> Path:
+    """Where the interpreter's prefix sits inside an unpacked archive."""
+    return Path("python", "install") if flavor == "full" else Path("python")
+
+
+def validate_archive(archive: Path, policy: ValidationPolicy, regression_tests: bool) -> ValidationReport:
+    """Validate an archive as it ships: unpack it as a consumer would, check
+    every file, move the unpacked tree elsewhere and run it from there."""
+    inner = tree_in_archive(ArtifactKey.parse(archive.name).flavor)
+    with tempfile.TemporaryDirectory(prefix="relocpy-validate-") as tmp:
+        unpacked, moved = Path(tmp) / UNPACKED_AT, Path(tmp) / MOVED_TO
+        unpack(archive, unpacked)
+        if not (unpacked / inner / "bin").is_dir():
+            raise ValidationFailed(f"validation failed: {archive.name}: no {inner}/bin in the archive")
+        try:
+            summary = check_files(unpacked / inner, policy)
+            unpacked.rename(moved)
+            runtime = run_runtime_checks(moved / inner, Path(tmp), policy, regression_tests)
+        except ValidationFailed as exc:
+            raise ValidationFailed(f"{archive.name}: {exc}") from None
+    platform_tag = elf.manylinux_tag(summary.glibc_max, policy.arch)
+    return ValidationReport(platform_tag=platform_tag, glibc_max=summary.glibc_max, **runtime)
+
+
 def validate_artifact(path: Path) -> ValidationReport:
+    """`relocpy validate`: one archive, by the rules of today's recipes."""
     if not path.is_file():
         raise RelocpyError(f"{path}: no such artifact")
     try:
@@ -46,17 +78,13 @@ def validate_artifact(path: Path) -> ValidationReport:
     meta = ArtifactMetadata.model_validate_json(meta_path.read_text()) if meta_path.is_file() else None
     recipes = load_recipes()
     python = recipes.pythons.get(key.version)
-    excluded = meta.excluded_modules if meta else python.excluded_modules if python else {}
-    known = python.known_test_failures if python else {}
-    exports = [p for dep in recipes.dependencies.values() for p in dep.exports]
-    arch = key.platform_tag.rsplit("_", 2)[-1] if "x86_64" not in key.platform_tag else "x86_64"
-    with tempfile.TemporaryDirectory(prefix="relocpy-artifact-") as tmp:
-        unpack(path, Path(tmp))
-        tree = Path(tmp) / "python" / ("install" if key.flavor == "full" else "")
-        if not (tree / "bin").is_dir():
-            raise RelocpyError(f"{path}: no python/{'install/' if key.flavor == 'full' else ''}bin in the archive")
-        report = validate_tree(tree, arch=arch, excluded_modules=excluded, export_prefixes=exports,
-                               regression_tests=key.flavor == "full", known_test_failures=known)
+    policy = ValidationPolicy(
+        arch=key.platform_tag.rsplit("_", 2)[-1] if "x86_64" not in key.platform_tag else "x86_64",
+        excluded_modules=meta.excluded_modules if meta else python.excluded_modules if python else {},
+        export_prefixes=[p for dep in recipes.dependencies.values() for p in dep.exports],
+        known_test_failures=python.known_test_failures if python else {},
+    )
+    report = validate_archive(path, policy, regression_tests=key.flavor == "full")
     if report.platform_tag != key.platform_tag:
         raise RelocpyError(f"{path}: named {key.platform_tag} but its files need {report.platform_tag}")
     return report

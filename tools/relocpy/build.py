@@ -13,17 +13,20 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict
 
+from relocpy import elf
+from relocpy.artifacts import validate_archive
 from relocpy.cpython import build_cpython
 from relocpy.deps import COMPLETE_MARKER, StepContext, build_dependencies, cache_entry_lock
 from relocpy.fetch import fetch_all
 from relocpy.models import ArtifactMetadata, BuildPlan
-from relocpy.package import license_texts, package_all
+from relocpy.errors import ValidationFailed
+from relocpy.package import bundled_components, license_texts, write_archives, write_metadata
 from relocpy.progress import info, step
 from relocpy.relocate import relocate
 from relocpy.runners import get_runner
 from relocpy.settings import FetchSettings
-from relocpy.toolchain import links_against_floor, toolchain_env, toolchain_mounts
-from relocpy.validate import validate_tree
+from relocpy.toolchain import StripTool, links_against_floor, strip_tool, toolchain_env, toolchain_mounts
+from relocpy.validate import ValidationPolicy, ValidationReport, check_files
 
 
 class BuildOptions(BaseModel):
@@ -53,6 +56,7 @@ def default_source_date_epoch(build_tag: str) -> int:
 
 
 def run_build(plan: BuildPlan, options: BuildOptions, fetch_settings: FetchSettings) -> list[ArtifactMetadata]:
+    strip = strip_tool(plan.target)  # before hours of building: is it here?
     runner = get_runner(options.runner, plan.target)
     cache_dir = fetch_settings.cache_dir
     # Per runner: a native and a container build of one plan may run at once.
@@ -72,14 +76,14 @@ def run_build(plan: BuildPlan, options: BuildOptions, fetch_settings: FetchSetti
             fetched = {f.component: f for f in fetch_all(plan.all_sources(), fetch_settings)}
         deps = build_dependencies(plan, fetched, ctx)
         built = build_cpython(plan, fetched["cpython"], deps, ctx)
-        finished = cache_dir / "artifacts" / f"{_artifacts_key(built.key, options)[:24]}"
+        finished = cache_dir / "artifacts" / f"{_artifacts_key(built.key, options, strip)[:24]}"
         # The lock also keeps two builds of one plan out of its staging directory.
         with cache_entry_lock(finished):
             if (finished / COMPLETE_MARKER).is_file():
                 info("    relocated, validated and packaged before: reusing the archives")
                 artifacts = _load_artifacts(finished)
             else:
-                artifacts = _finish(plan, built, deps, fetched, ctx, options, finished)
+                artifacts = _finish(plan, built, deps, fetched, ctx, options, strip, finished)
         publish_to_dist(artifacts, finished, options.dist)
     finally:
         runner.close()
@@ -88,36 +92,75 @@ def run_build(plan: BuildPlan, options: BuildOptions, fetch_settings: FetchSetti
     return artifacts
 
 
-def _finish(plan, built, deps, fetched, ctx, options, finished: Path) -> list[ArtifactMetadata]:
-    """Relocate, validate and package into `finished` (a cache entry)."""
+# Validation order: the flavor installers and uv pick first, CPython's own
+# tests (on the flavor that carries them) last.
+VALIDATION_ORDER = ("install_only_stripped", "install_only", "full")
+
+
+def _finish(plan, built, deps, fetched, ctx, options, strip: StripTool, finished: Path) -> list[ArtifactMetadata]:
+    """Relocate, package, and validate every archive as it ships, into `finished`
+    (a cache entry). An archive that fails leaves nothing there: the archives
+    move to the work directory (kept on failure) for a look."""
     with step("relocate"):
         tree = relocate(built, ctx.work_dir / "staging", deps, ctx.work_dir)
-    with step("validate"):
-        report = validate_tree(
-            tree,
-            arch=plan.target.arch,
-            excluded_modules=plan.excluded_modules,
-            known_test_failures=plan.python.known_test_failures,
-            export_prefixes=[p for s in plan.dependencies for p in s.dependency.exports],
-            build_paths=[str(built.destdir), str(ctx.work_dir), *(str(d.prefix) for d in deps)],
-            floor=plan.target.floor if plan.target.libc == "glibc" else None,
-            enforce_floor=links_against_floor(plan.target),
-        )
-        info(f"    platform tag {report.platform_tag} (highest symbol version GLIBC_{report.glibc_max})")
-    with step("package"):
-        shutil.rmtree(finished, ignore_errors=True)
-        texts = license_texts(built.license_file, fetched)
-        artifacts = package_all(
-            tree, plan, report, options.build_tag, options.source_date_epoch, fetched, texts, finished
-        )
+    policy = _validation_policy(plan, built, deps, ctx)
+    with step("check the relocated tree"):
+        summary = check_files(tree, policy)
+        platform_tag = elf.manylinux_tag(summary.glibc_max, plan.target.arch)
+        info(f"    platform tag {platform_tag} (highest symbol version GLIBC_{summary.glibc_max})")
+    shutil.rmtree(finished, ignore_errors=True)
+    try:
+        with step("package"):
+            components = bundled_components(plan, fetched)
+            archives = write_archives(
+                tree, plan, platform_tag, options.build_tag, options.source_date_epoch,
+                license_texts(built.license_file, fetched), components, strip, finished,
+            )
+        reports = {}
+        for flavor in VALIDATION_ORDER:
+            with step(f"validate {archives[flavor].name}"):
+                reports[flavor] = validate_archive(archives[flavor], policy, regression_tests=flavor == "full")
+                _check_agrees(archives[flavor].name, reports[flavor], reports[VALIDATION_ORDER[0]], platform_tag)
+        artifacts = write_metadata(archives, plan, reports[VALIDATION_ORDER[0]], components, options.source_date_epoch)
         (finished / COMPLETE_MARKER).write_text(json.dumps([a.name for a in artifacts]))
+    except BaseException:
+        _set_aside(finished, ctx.work_dir / "rejected-archives")
+        raise
     return artifacts
 
 
-def _artifacts_key(cpython_key: str, options: BuildOptions) -> str:
-    """The packaged archives depend on the built tree, the tag, the epoch and
-    the code that relocates, validates and packages it."""
-    digest = hashlib.sha256(f"{cpython_key}:{options.build_tag}:{options.source_date_epoch}".encode())
+def _validation_policy(plan, built, deps, ctx) -> ValidationPolicy:
+    return ValidationPolicy(
+        arch=plan.target.arch,
+        excluded_modules=plan.excluded_modules,
+        known_test_failures=plan.python.known_test_failures,
+        export_prefixes=[p for s in plan.dependencies for p in s.dependency.exports],
+        build_paths=[str(ctx.cache_dir), str(built.destdir), str(ctx.work_dir), *(str(d.prefix) for d in deps)],
+        floor=plan.target.floor if plan.target.libc == "glibc" else None,
+        enforce_floor=links_against_floor(plan.target),
+    )
+
+
+def _check_agrees(name: str, report: ValidationReport, first: ValidationReport, platform_tag: str) -> None:
+    """Every flavor is the same interpreter: same platform and wheel tags."""
+    if report.platform_tag != platform_tag:
+        raise ValidationFailed(f"validation failed: {name}: its files need {report.platform_tag}, not {platform_tag}")
+    if (report.python_tag, report.abi_tag, report.wheel_tags) != (first.python_tag, first.abi_tag, first.wheel_tags):
+        raise ValidationFailed(f"validation failed: {name}: its interpreter reports other tags than the other flavors")
+
+
+def _set_aside(finished: Path, rejected: Path) -> None:
+    shutil.rmtree(rejected, ignore_errors=True)
+    if finished.is_dir():
+        rejected.parent.mkdir(parents=True, exist_ok=True)
+        finished.rename(rejected)
+        info(f"    archives that did not pass are kept in {rejected}")
+
+
+def _artifacts_key(cpython_key: str, options: BuildOptions, strip: StripTool) -> str:
+    """The packaged archives depend on the built tree, the tag, the epoch, the
+    strip tool and the code that relocates, validates and packages it."""
+    digest = hashlib.sha256(f"{cpython_key}:{options.build_tag}:{options.source_date_epoch}:{strip.identity}".encode())
     here = Path(__file__).parent
     for path in sorted([*here.glob("*.py"), *(here / "checks").glob("*")]):
         if path.is_file():

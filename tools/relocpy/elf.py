@@ -2,20 +2,25 @@
 
 Each ELF file may need only the platform's base libraries (or the tree's own
 libpython), must find those of the tree through $ORIGIN, must not have an
-executable stack, must be full RELRO (RELRO + BIND_NOW) and must not export a
-bundled dependency's symbols. The highest GLIBC symbol version needed
-decides the manylinux tag.
+executable stack, must be full RELRO (RELRO + BIND_NOW), must not export a bundled
+dependency's symbols, and its symbol-version sections must be intact (what the
+loader reads: a tool that rewrites ELF files, such as a strip that does not
+understand the linker's layout, can leave them pointing at garbage). The
+highest GLIBC symbol version needed decides the manylinux tag.
 """
 
 from __future__ import annotations
 
+import array
 import re
+import sys
 from pathlib import Path
 
 from elftools.common.exceptions import ELFError
 from elftools.elf.dynamic import DynamicSection
 from elftools.elf.elffile import ELFFile
-from elftools.elf.gnuversions import GNUVerNeedSection
+from elftools.elf.gnuversions import GNUVerDefSection, GNUVerNeedSection, GNUVerSymSection
+from elftools.elf.hash import ELFHashTable
 from pydantic import BaseModel
 
 BASE_LIBRARIES = {
@@ -26,6 +31,13 @@ OWN_LIBRARY = re.compile(r"^libpython3(\.\d+[td]*)?\.so(\.1\.0)?$")
 DF_BIND_NOW = 0x8
 DF_1_NOW = 0x1
 PF_X = 0x1
+VERSYM_HIDDEN = 0x8000  # the "hidden" bit of a .gnu.version entry, not part of the index
+# The dynamic tags locating each symbol-version section, and its entry count.
+VERSION_TAGS = {
+    GNUVerSymSection: ("DT_VERSYM", None),
+    GNUVerNeedSection: ("DT_VERNEED", "DT_VERNEEDNUM"),
+    GNUVerDefSection: ("DT_VERDEF", "DT_VERDEFNUM"),
+}
 
 
 class ElfSummary(BaseModel):
@@ -68,6 +80,7 @@ def check_file(path: Path, export_prefixes: list[str]) -> tuple[list[str], str |
             return [], None  # a static object or relocatable file: nothing is loaded
         problems = _needed_problems(dynamic) + _hardening_problems(elf, dynamic)
         problems += _export_problems(elf, export_prefixes)
+        problems += version_problems(elf, dynamic)
         return problems, _glibc_max(elf)
 
 
@@ -123,6 +136,85 @@ def _export_problems(elf: ELFFile, export_prefixes: list[str]) -> list[str]:
     if not leaked:
         return []
     return [f"exports {len(leaked)} bundled-library symbol(s), e.g. {', '.join(sorted(leaked)[:3])}"]
+
+
+# --- symbol versions ----------------------------------------------------------------
+
+
+def version_problems(elf: ELFFile, dynamic: DynamicSection) -> list[str]:
+    """The symbol-version sections agree with the dynamic section (which is
+    what the loader reads), with .dynsym and with each other, and name only
+    versions of the libraries the file declares it needs."""
+    sections = {kind: [s for s in elf.iter_sections() if isinstance(s, kind)] for kind in VERSION_TAGS}
+    problems = _version_tag_problems(elf, dynamic, sections)
+    if problems:
+        return problems
+    versym = sections[GNUVerSymSection][0] if sections[GNUVerSymSection] else None
+    if versym is None:
+        return []
+    known = {0, 1}  # local, global: the two indexes every file has
+    for verneed in sections[GNUVerNeedSection]:
+        found, more = _verneed_problems(verneed, _needed(dynamic))
+        problems += found
+        known |= more
+    for verdef in sections[GNUVerDefSection]:
+        for entry, auxiliaries in verdef.iter_versions():
+            known.add(entry["vd_ndx"])
+            if not any(aux.name for aux in auxiliaries):
+                problems.append(f"{verdef.name}: version {entry['vd_ndx']} has no name")
+    return problems + _versym_problems(elf, versym, known)
+
+
+def _version_tag_problems(elf: ELFFile, dynamic: DynamicSection, sections: dict) -> list[str]:
+    tags = {tag.entry.d_tag: tag.entry.d_val for tag in dynamic.iter_tags()}
+    problems = []
+    for kind, (address_tag, count_tag) in VERSION_TAGS.items():
+        found = sections[kind]
+        if len(found) > 1:
+            problems.append(f"{len(found)} sections of type {found[0]['sh_type']}")
+            continue
+        section = found[0] if found else None
+        if (section is None) != (address_tag not in tags):
+            what = f"{address_tag} without its section" if section is None else f"{section.name} without {address_tag}"
+            problems.append(f"symbol versions: {what}")
+        elif section is not None and section["sh_addr"] != tags[address_tag]:
+            problems.append(f"symbol versions: {address_tag} points at {tags[address_tag]:#x}, "
+                            f"but {section.name} is at {section['sh_addr']:#x}")
+        elif section is not None and count_tag and tags.get(count_tag) != section["sh_info"]:
+            problems.append(f"symbol versions: {count_tag} is {tags.get(count_tag)}, "
+                            f"but {section.name} holds {section['sh_info']} entries")
+    return problems
+
+
+def _verneed_problems(verneed: GNUVerNeedSection, needed: set[str]) -> tuple[list[str], set[int]]:
+    problems, indexes = [], set()
+    for entry, auxiliaries in verneed.iter_versions():
+        if entry.name not in needed:
+            problems.append(f"{verneed.name}: versions of {entry.name or '(no name)'}, which is not in DT_NEEDED")
+        for aux in auxiliaries:
+            indexes.add(aux["vna_other"])
+            if not aux.name or aux["vna_hash"] != ELFHashTable.elf_hash(aux.name):
+                problems.append(f"{verneed.name}: damaged version entry {aux.name or '(no name)'!r} of {entry.name}")
+    return problems, indexes
+
+
+def _versym_problems(elf: ELFFile, versym: GNUVerSymSection, known: set[int]) -> list[str]:
+    dynsym = elf.get_section_by_name(".dynsym")
+    symbols = dynsym.num_symbols() if dynsym is not None else 0
+    # Read the entries as one array: files like libpython have thousands.
+    entries = array.array("H", versym.data())
+    if elf.little_endian != (sys.byteorder == "little"):
+        entries.byteswap()
+    if len(entries) != symbols:
+        return [f"{versym.name}: {len(entries)} entries for {symbols} symbols in .dynsym"]
+    unknown = sorted({e & ~VERSYM_HIDDEN for e in entries} - known)
+    if unknown:
+        return [f"{versym.name}: symbols use version indexes {unknown[:5]} that no version section defines"]
+    return []
+
+
+def _needed(dynamic: DynamicSection) -> set[str]:
+    return {tag.needed for tag in dynamic.iter_tags() if tag.entry.d_tag == "DT_NEEDED"}
 
 
 def _glibc_max(elf: ELFFile) -> str | None:

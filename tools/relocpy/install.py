@@ -115,9 +115,21 @@ def locked(versions: Path):
 def smoke_test(prefix: Path) -> None:
     python = prefix / "bin" / "python3"
     try:
-        subprocess.run([str(python), "-c", "import sys, encodings"], check=True, capture_output=True, timeout=60)
-    except (subprocess.CalledProcessError, subprocess.TimeoutExpired, OSError) as exc:
-        raise InstallError(f"the unpacked interpreter does not start ({type(exc).__name__}); nothing installed") from None
+        result = subprocess.run([str(python), "-c", "import sys, encodings"], capture_output=True, timeout=60)
+    except subprocess.TimeoutExpired:
+        raise InstallError("the unpacked interpreter does not start: no answer in 60 s; nothing installed") from None
+    except OSError as exc:
+        raise InstallError(f"the unpacked interpreter does not start: {exc.strerror}; nothing installed") from None
+    if result.returncode != 0:
+        raise InstallError(f"the unpacked interpreter does not start: {_exit_reason(result)}; nothing installed")
+
+
+def _exit_reason(result: subprocess.CompletedProcess) -> str:
+    """The exit status and the last lines of stderr, on one line."""
+    code = result.returncode
+    status = f"killed by signal {-code}" if code < 0 else f"exit status {code}"
+    tail = result.stderr.decode("utf-8", "replace").strip().splitlines()[-3:]
+    return status + (": " + " | ".join(line.strip() for line in tail) if tail else "")
 
 
 def download(entry: IndexEntry, source: str, settings: ClientSettings) -> tuple[Path, bytes | None]:

@@ -22,6 +22,7 @@ from relocpy import elf, shell
 from relocpy.fetch import FetchedSource
 from relocpy.hashing import file_sha256
 from relocpy.models import ArtifactKey, ArtifactMetadata, BuildPlan, Component
+from relocpy.toolchain import StripTool
 from relocpy.validate import TEST_MODULES, ValidationReport
 
 LICENSE_NAME = re.compile(r"^(LICENSE|LICENCE|COPYING|COPYRIGHT)([.-].*)?$", re.IGNORECASE)
@@ -29,32 +30,47 @@ LICENSE_NAME = re.compile(r"^(LICENSE|LICENCE|COPYING|COPYRIGHT)([.-].*)?$", re.
 TEST_DIRS = ("test", "idlelib/idle_test", "tkinter/test", "lib2to3/tests", "ctypes/test", "distutils/tests", "unittest/test")
 
 
-def package_all(
+FLAVORS = ("install_only", "install_only_stripped", "full")
+
+
+def write_archives(
     tree: Path,
     plan: BuildPlan,
-    report: ValidationReport,
+    platform_tag: str,
     build_tag: str,
     source_date_epoch: int,
-    sources: dict[str, FetchedSource],
     license_texts: dict[str, bytes],
+    components: list[Component],
+    strip: StripTool,
     out: Path,
-) -> list[ArtifactMetadata]:
+) -> dict[str, Path]:
+    """Each flavor's archive, by flavor. Their metadata comes once they are validated."""
     out.mkdir(parents=True, exist_ok=True)
-    components = bundled_components(plan, sources)
-    common = _metadata_fields(plan, report, components, source_date_epoch)
-    artifacts = []
-    for flavor in ("install_only", "install_only_stripped", "full"):
+    archives = {}
+    for flavor in FLAVORS:
         key = ArtifactKey(
-            version=plan.python.version, build_tag=build_tag, platform_tag=report.platform_tag,
+            version=plan.python.version, build_tag=build_tag, platform_tag=platform_tag,
             variant=plan.artifact_variant, flavor=flavor,
         )
         archive = out / key.filename
         entries = flavor_entries(tree, flavor, license_texts, plan, components)
-        write_archive(archive, entries, source_date_epoch, flavor)
+        write_archive(archive, entries, source_date_epoch, strip if flavor == "install_only_stripped" else None)
+        archives[flavor] = archive
+    return archives
+
+
+def write_metadata(
+    archives: dict[str, Path], plan: BuildPlan, report: ValidationReport, components: list[Component], source_date_epoch: int
+) -> list[ArtifactMetadata]:
+    """The .json beside each archive: what validating the archives found out."""
+    common = _metadata_fields(plan, report, components, source_date_epoch)
+    artifacts = []
+    for archive in archives.values():
         meta = ArtifactMetadata(
-            name=key.filename, key=key, sha256=file_sha256(archive), size=archive.stat().st_size, **common
+            name=archive.name, key=ArtifactKey.parse(archive.name), sha256=file_sha256(archive),
+            size=archive.stat().st_size, **common,
         )
-        (out / f"{key.filename}.json").write_text(meta.model_dump_json(indent=2) + "\n")
+        archive.with_name(f"{archive.name}.json").write_text(meta.model_dump_json(indent=2) + "\n")
         artifacts.append(meta)
     return artifacts
 
@@ -126,25 +142,27 @@ def _is_test_only(rel: str) -> bool:
 # --- deterministic archives ------------------------------------------------------------
 
 
-def write_archive(archive: Path, entries: list[tuple[str, Path | bytes]], mtime: int, flavor: str) -> None:
+def write_archive(archive: Path, entries: list[tuple[str, Path | bytes]], mtime: int, strip: StripTool | None) -> None:
+    """strip: strip the debug information of every ELF file with this tool."""
     tmp = archive.with_name(f".{archive.name}.partial")
     strip_dir = archive.parent / ".strip"
+    stripper = (lambda path: _stripped_copy(path, strip_dir, strip)) if strip else None
     try:
         with tmp.open("wb") as raw:
             if archive.name.endswith(".tar.zst"):
                 compressor = zstandard.ZstdCompressor(level=12, threads=-1)
                 with compressor.stream_writer(raw, closefd=False) as stream:
-                    _write_tar(stream, entries, mtime, strip_dir if flavor == "install_only_stripped" else None)
+                    _write_tar(stream, entries, mtime, stripper)
             else:
                 with gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=0, compresslevel=6) as stream:
-                    _write_tar(stream, entries, mtime, strip_dir if flavor == "install_only_stripped" else None)
+                    _write_tar(stream, entries, mtime, stripper)
         tmp.replace(archive)
     finally:
         tmp.unlink(missing_ok=True)
         shutil.rmtree(strip_dir, ignore_errors=True)
 
 
-def _write_tar(stream, entries, mtime: int, strip_dir: Path | None) -> None:
+def _write_tar(stream, entries, mtime: int, stripper) -> None:
     with tarfile.open(fileobj=stream, mode="w|", format=tarfile.GNU_FORMAT) as tar:
         for name, content in sorted(entries, key=lambda e: e[0]):
             info = tarfile.TarInfo(name)
@@ -161,18 +179,18 @@ def _write_tar(stream, entries, mtime: int, strip_dir: Path | None) -> None:
                 info.type, info.mode = tarfile.DIRTYPE, 0o755
                 tar.addfile(info)
             else:
-                path = _stripped_copy(content, strip_dir) if strip_dir and elf.is_elf(content) else content
+                path = stripper(content) if stripper and elf.is_elf(content) else content
                 info.size = path.stat().st_size
                 info.mode = 0o755 if mode & 0o111 else 0o644
                 with path.open("rb") as handle:
                     tar.addfile(info, handle)
 
 
-def _stripped_copy(path: Path, strip_dir: Path) -> Path:
+def _stripped_copy(path: Path, strip_dir: Path, strip: StripTool) -> Path:
     strip_dir.mkdir(parents=True, exist_ok=True)
     copy = strip_dir / "elf"
     shutil.copyfile(path, copy)
-    shell.capture(["strip", "--strip-debug", "--enable-deterministic-archives", str(copy)])
+    shell.capture([*strip.argv, str(copy)])
     return copy
 
 

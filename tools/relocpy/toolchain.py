@@ -5,6 +5,9 @@ from __future__ import annotations
 import hashlib
 import importlib.metadata
 import importlib.util
+import shutil
+import subprocess
+from dataclasses import dataclass
 from pathlib import Path
 
 from relocpy.errors import RecipeError
@@ -16,6 +19,18 @@ PROGRAMS = {
     "gcc": {"CC": "gcc", "CXX": "g++", "AR": "ar", "RANLIB": "ranlib"},
     "clang": {"CC": "clang", "CXX": "clang++", "AR": "ar", "RANLIB": "ranlib"},
     "zig": {"CC": "zig-cc", "CXX": "zig-c++", "AR": "zig-ar", "RANLIB": "zig-ranlib"},
+}
+# The LLVM that zig 0.17 is built on: host LLVM tools that read or rewrite
+# what zig produced must be this version.
+ZIG_LLVM_MAJOR = 22
+# Per toolchain: the strip that understands its linker's output, and where a
+# Debian host gets it. GNU strip (binutils 2.40) rewrites files linked by
+# zig's lld so that their symbol-version sections point at garbage and the
+# interpreter does not start; llvm-strip does not.
+STRIP_PROGRAMS = {
+    "gcc": (["strip", "--strip-debug", "--enable-deterministic-archives"], "binutils"),
+    "clang": (["llvm-strip", "--strip-debug"], "llvm"),
+    "zig": ([f"llvm-strip-{ZIG_LLVM_MAJOR}", "--strip-debug"], f"llvm-{ZIG_LLVM_MAJOR}"),
 }
 # zig 0.17 turns -Wdate-time into an error at any -O level; CPython's
 # getbuildinfo.c uses __DATE__, kept reproducible by SOURCE_DATE_EPOCH.
@@ -40,6 +55,26 @@ def toolchain_env(target: Target) -> dict[str, str]:
                  "RELOCPY_ZIG_VERSION": importlib.metadata.version("ziglang"),
                  "RELOCPY_ZIG_WRAPPERS": wrappers_digest()}
     return {**programs, "CFLAGS": " ".join(cflags), "LDFLAGS": " ".join(target.ldflags), **extra}
+
+
+@dataclass(frozen=True)
+class StripTool:
+    argv: tuple[str, ...]  # the command, to be followed by the file to strip
+    identity: str  # program and version: part of the packaged archives' cache key
+
+
+def strip_tool(target: Target) -> StripTool:
+    """The strip command for the target's toolchain, found on this host."""
+    argv, package = STRIP_PROGRAMS[target.toolchain]
+    program = shutil.which(argv[0])
+    if program is None:
+        raise ToolchainError(
+            f"the {target.toolchain} toolchain strips with {argv[0]}, which is not on PATH "
+            f"(Debian: apt-get install {package})"
+        )
+    output = subprocess.run([program, "--version"], capture_output=True, text=True, check=False).stdout
+    version = next((line.strip() for line in output.splitlines() if "version" in line.lower()), "unknown version")
+    return StripTool(argv=(program, *argv[1:]), identity=f"{argv[0]} {version}")
 
 
 def toolchain_identity(toolchain: dict[str, str]) -> dict[str, str]:

@@ -1,5 +1,6 @@
-"""Validate an interpreter tree: ELF rules, no build-machine paths, and a real
-run of every bundled library from a moved copy at an awkward path.
+"""Validation rules for an interpreter tree: ELF rules, no build-machine paths,
+and a real run of every bundled library from a moved copy at an awkward path.
+artifacts.validate_archive applies them to each archive as it ships.
 
 Any violation raises ValidationFailed listing them; nothing reaches --dist.
 """
@@ -11,7 +12,6 @@ import os
 import re
 import shutil
 import subprocess
-import tempfile
 from pathlib import Path
 
 from pydantic import BaseModel
@@ -40,6 +40,19 @@ REGRESSION_TESTS = [
 ALWAYS_FORBIDDEN = [INSTALL_PREFIX]
 
 
+class ValidationPolicy(BaseModel):
+    """What a build promises about its files, checked on the tree before it is
+    packaged and again on every archive, unpacked as a consumer would."""
+
+    arch: str
+    excluded_modules: dict[str, str]
+    export_prefixes: list[str]
+    build_paths: list[str] = []  # directories of the build machine no file may name
+    floor: str | None = None
+    enforce_floor: bool = False
+    known_test_failures: dict[str, str] = {}
+
+
 class ValidationReport(BaseModel):
     platform_tag: str
     glibc_max: str | None
@@ -51,28 +64,16 @@ class ValidationReport(BaseModel):
     facts: dict
 
 
-def validate_tree(
-    tree: Path,
-    arch: str,
-    excluded_modules: dict[str, str],
-    export_prefixes: list[str],
-    build_paths: list[str] = (),
-    floor: str | None = None,
-    regression_tests: bool = True,
-    known_test_failures: dict[str, str] | None = None,
-    enforce_floor: bool = False,
-) -> ValidationReport:
-    problems: list[str] = []
-    elf_summary = elf.check_tree(tree, export_prefixes)
-    problems += elf_summary.problems
-    problems += find_build_paths(tree, [*ALWAYS_FORBIDDEN, *build_paths])
-    problems += floor_problems(elf_summary, floor, enforce_floor)
+def check_files(tree: Path, policy: ValidationPolicy) -> elf.ElfSummary:
+    """The checks that read the files without running them: ELF rules, paths of
+    the build machine, the glibc floor. Raises ValidationFailed."""
+    summary = elf.check_tree(tree, policy.export_prefixes)
+    problems = summary.problems
+    problems += find_build_paths(tree, [*ALWAYS_FORBIDDEN, *policy.build_paths])
+    problems += floor_problems(summary, policy.floor, policy.enforce_floor)
     if problems:
         raise ValidationFailed(_summarise(problems))
-    known = known_test_failures or {}
-    runtime = run_runtime_checks(tree, excluded_modules, known if regression_tests else None)
-    platform_tag = elf.manylinux_tag(elf_summary.glibc_max, arch)
-    return ValidationReport(platform_tag=platform_tag, glibc_max=elf_summary.glibc_max, **runtime)
+    return summary
 
 
 def floor_problems(summary: elf.ElfSummary, floor: str | None, enforce: bool) -> list[str]:
@@ -101,15 +102,15 @@ def _summarise(problems: list[str]) -> str:
 
 
 def find_build_paths(tree: Path, forbidden: list[str]) -> list[str]:
-    """Text files (no NUL bytes) that still name a build-machine directory."""
+    """Files, binaries included, that name a directory of the build machine:
+    in a binary such a path is a place the program may read from, or at best
+    a difference between two builds of the same inputs."""
     needles = [f.encode() for f in forbidden if f]
     problems = []
     for path in sorted(tree.rglob("*")):
         if path.is_symlink() or not path.is_file():
             continue
         data = path.read_bytes()
-        if b"\0" in data[:8192]:
-            continue
         for needle in needles:
             if needle in data:
                 problems.append(f"{path.relative_to(tree.parent)} names the build path {needle.decode()}")
@@ -120,24 +121,19 @@ def find_build_paths(tree: Path, forbidden: list[str]) -> list[str]:
 # --- runtime -------------------------------------------------------------------------
 
 
-def run_runtime_checks(tree: Path, excluded_modules: dict[str, str], known_test_failures: dict[str, str] | None) -> dict:
-    """known_test_failures None: do not run CPython's tests."""
-    with tempfile.TemporaryDirectory(prefix="relocpy-validate-") as tmp:
-        base = Path(tmp) / "unpacked here ü ✓"
-        first = base / "first"
-        shutil.copytree(tree, first / "python", symlinks=True)
-        moved = base / "moved after unpacking"
-        first.rename(moved)
-        link = Path(tmp) / "python3-link"
-        link.symlink_to(moved / "python" / "bin" / "python3")
-        checker = _Checker(Path(tmp), link, moved / "python", excluded_modules)
-        result = checker.smoke()
-        checker.venv_and_wheel()
-        checker.c_extension()
-        checker.config_scripts()
-        if known_test_failures is not None:
-            checker.regression_tests(known_test_failures)
-        return result
+def run_runtime_checks(prefix: Path, scratch: Path, policy: ValidationPolicy, regression_tests: bool) -> dict:
+    """Run the interpreter at `prefix` (a tree already unpacked and moved), with
+    `scratch` for venvs and wheels; CPython's tests only if regression_tests."""
+    link = scratch / "python3-link"
+    link.symlink_to(prefix / "bin" / "python3")
+    checker = _Checker(scratch, link, prefix, policy.excluded_modules)
+    result = checker.smoke()
+    checker.venv_and_wheel()
+    checker.c_extension()
+    checker.config_scripts()
+    if regression_tests:
+        checker.regression_tests(policy.known_test_failures)
+    return result
 
 
 class _Checker:
@@ -220,7 +216,7 @@ class _Checker:
     def regression_tests(self, known_failures: dict[str, str]) -> None:
         test_dirs = list((self.prefix / "lib").glob("python3.*/test"))
         if not test_dirs:
-            return  # an install_only tree: no tests shipped
+            raise ValidationFailed("validation failed: CPython's tests were asked for, but the tree has no lib/python3.*/test")
         present = [t for t in REGRESSION_TESTS if any((d / t).exists() or (d / f"{t}.py").exists() for d in test_dirs)]
         absent = sorted(set(REGRESSION_TESTS) - set(present))
         # A whole test file named as a known failure is not run; any other name
