@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from relocpy.artifacts import archives_in
+from relocpy.artifacts import archives_in, unpack
 from relocpy.models import ArtifactKey, ArtifactMetadata
 from relocpy.paths import project_root
 
@@ -96,21 +96,71 @@ def test_rebuild_with_everything_cached_reuses_the_archives(built, shared_cache,
         assert (tmp_path / archive.name).read_bytes() == archive.read_bytes()
 
 
-def test_validate_refuses_a_tampered_archive(built, tmp_path):
-    dist = built("3.13.15")
-    [archive] = dist.glob("*-install_only.tar.gz")
+def repacked(archive: Path, tmp_path: Path, change) -> Path:
+    """A copy of an install_only archive, under its own name, with change(tree) applied."""
     unpacked = tmp_path / "unpacked"
     with tarfile.open(archive) as tar:
         tar.extractall(unpacked, filter="data")
-    sysconfig_file = next((unpacked / "python" / "lib" / "python3.13").glob("_sysconfigdata_*.py"))
-    sysconfig_file.write_text(sysconfig_file.read_text() + "\n# built in /opt/relocpy-build-prefix/python\n")
-    bad = tmp_path / archive.name
+    change(unpacked / "python")
+    bad = tmp_path / "bad" / archive.name
+    bad.parent.mkdir()
     with tarfile.open(bad, "w:gz") as tar:
         tar.add(unpacked / "python", arcname="python")
-    result = relocpy("validate", str(bad))
+    return bad
+
+
+def test_validate_refuses_a_tampered_archive(built, tmp_path):
+    [archive] = built("3.13.15").glob("*-install_only.tar.gz")
+
+    def plant_in_text(tree: Path) -> None:
+        sysconfig_file = next((tree / "lib" / "python3.13").glob("_sysconfigdata_*.py"))
+        sysconfig_file.write_text(sysconfig_file.read_text() + "\n# built in /opt/relocpy-build-prefix/python\n")
+
+    result = relocpy("validate", str(repacked(archive, tmp_path, plant_in_text)))
     assert result.returncode == 1
     assert "names the build path /opt/relocpy-build-prefix/python" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_validate_refuses_a_build_path_in_a_binary(built, tmp_path):
+    [archive] = built("3.13.15").glob("*-install_only.tar.gz")
+
+    def plant_in_binary(tree: Path) -> None:
+        [ssl] = (tree / "lib" / "python3.13" / "lib-dynload").glob("_ssl.*.so")
+        ssl.write_bytes(ssl.read_bytes() + b"\0/opt/relocpy-build-prefix/python/lib/ossl-modules\0")
+
+    result = relocpy("validate", str(repacked(archive, tmp_path, plant_in_binary)))
+    assert result.returncode == 1
+    assert "lib-dynload/_ssl.cpython-313-x86_64-linux-gnu.so names the build path /opt/relocpy-build-prefix/python" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_validate_refuses_symbol_versions_damaged_by_gnu_strip(built, tmp_path):
+    """GNU strip (binutils 2.40) on files zig linked: the archive this issue started from."""
+    [archive] = built("3.13.15").glob("*-install_only.tar.gz")
+
+    def gnu_strip(tree: Path) -> None:
+        subprocess.run(["strip", "--strip-debug", str(tree / "bin" / "python3.13")], check=True)
+
+    result = relocpy("validate", str(repacked(archive, tmp_path, gnu_strip)))
+    assert result.returncode == 1, result.stderr[-2000:]
+    assert "bin/python3.13: symbol versions" in result.stderr or "bin/python3.13: .gnu.version" in result.stderr, result.stderr
+    assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize("flavor", ["install_only", "install_only_stripped", "full"])
+def test_every_flavor_starts_after_unpacking_elsewhere(built, tmp_path, flavor):
+    """Independently of the build's own validation: unpack, move, run."""
+    [archive] = [a for a in archives_in(built("3.13.15")) if ArtifactKey.parse(a.name).flavor == flavor]
+    first, moved = tmp_path / "first", tmp_path / "elsewhere ü"
+    unpack(archive, first)
+    first.rename(moved)
+    prefix = moved / "python" / ("install" if flavor == "full" else "")
+    probe = "import ssl, sqlite3, lzma, bz2, zlib, ctypes, readline, uuid, sys; print(sys.prefix)"
+    done = subprocess.run([str(prefix / "bin" / "python3"), "-c", probe], capture_output=True, text=True,
+                          env={"PATH": "/usr/bin:/bin"}, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert Path(done.stdout.strip()) == prefix
 
 
 def test_failing_build_names_the_patch_and_leaves_dist_empty(tmp_path, shared_cache, sources_mirror):

@@ -1,8 +1,9 @@
-"""End-to-end for consumers: a real interpreter built by the pipeline, signed,
-published, served, then installed by `relocpy install` and by `uv python install`.
+"""End-to-end for consumers: the default build (all three flavors) signed,
+published, served, then installed by `relocpy install` and by `uv python
+install`, each taking the flavor it picks by itself (install_only_stripped).
 
-The archive comes from RELOCPY_TEST_DIST when set (a dist dir another session
-built), else it is built here once, sharing dependencies through the session
+The archives come from RELOCPY_TEST_DIST when set (a dist dir another session
+built), else they are built here once, sharing dependencies through the session
 cache as test_build_e2e does.
 """
 
@@ -24,11 +25,12 @@ pytestmark = pytest.mark.e2e
 VERSION = "3.13.15"
 MINOR = "3.13"
 TARGET = "x86_64-unknown-linux-gnu"
-BUILD_TAG = "20261124"  # the tag test_build_e2e uses: same cache keys, no second CPython build
+BUILD_TAG = "20261124"  # the tag test_build_e2e uses: its dependency builds are reused
 
 
 def build_dist(out: Path, cache: Path, mirror: Path) -> Path:
-    argv = [sys.executable, "-m", "relocpy", "build", "--python", VERSION, "--target", TARGET, "--variant", "noopt",
+    """The default variant, as a user's `relocpy build` makes it."""
+    argv = [sys.executable, "-m", "relocpy", "build", "--python", VERSION, "--target", TARGET,
             "--runner", "native", "--build-tag", BUILD_TAG, "--mirror", str(mirror), "--cache-dir", str(cache),
             "--offline", "--dist", str(out)]
     done = subprocess.run(argv, capture_output=True, text=True, timeout=3600)
@@ -37,29 +39,36 @@ def build_dist(out: Path, cache: Path, mirror: Path) -> Path:
 
 
 @pytest.fixture(scope="module")
-def real_artifact(request, tmp_path_factory) -> tuple[Path, Path]:
-    """(archive, metadata) of a real 3.13.15 install_only build."""
+def real_artifacts(request, tmp_path_factory) -> list[Path]:
+    """Archives and metadata of one real 3.13.15 build: its three flavors."""
     configured = os.environ.get("RELOCPY_TEST_DIST")
     if configured:
         source = Path(configured)
     else:
         cache, mirror = request.getfixturevalue("shared_cache"), request.getfixturevalue("sources_mirror")
         source = build_dist(tmp_path_factory.mktemp("real-dist"), cache, mirror)
-    found = sorted(source.glob(f"cpython-{VERSION}+*-install_only.tar.gz"))
-    assert found, f"no cpython-{VERSION} install_only archive in {source}"
-    archive = found[-1]
-    metadata = archive.with_name(archive.name + ".json")
-    assert metadata.is_file(), f"{metadata.name} is missing next to the archive"
-    return archive, metadata
+    found = sorted(source.glob(f"cpython-{VERSION}+*"))
+    flavors = {p.name.split("-")[-1].split(".")[0] for p in found if not p.name.endswith(".json")}
+    assert flavors == {"install_only", "install_only_stripped", "full"}, f"not one build's three flavors in {source}"
+    missing = [p.name for p in found if not p.name.endswith(".json") and not p.with_name(p.name + ".json").is_file()]
+    assert not missing, f"no metadata next to {missing}"
+    return found
 
 
 @pytest.fixture
-def published(real_artifact, signing_key, env, tmp_path):
-    """The artifact signed into an index, published to a directory, served on loopback."""
+def stripped(real_artifacts) -> tuple[Path, Path]:
+    """(archive, metadata) of the flavor both clients pick."""
+    [archive] = [p for p in real_artifacts if p.name.endswith("-install_only_stripped.tar.gz")]
+    return archive, archive.with_name(archive.name + ".json")
+
+
+@pytest.fixture
+def published(real_artifacts, signing_key, env, tmp_path):
+    """The build's archives signed into an index, published to a directory, served on loopback."""
     dist, site = tmp_path / "dist", tmp_path / "site"
     dist.mkdir()
     site.mkdir()
-    for path in real_artifact:  # a copy: index build writes into dist, and the source may be shared
+    for path in real_artifacts:  # a copy: index build writes into dist, and the source may be shared
         shutil.copy(path, dist / path.name)
     key, _ = signing_key
     with LoopbackServer(site) as server:
@@ -68,10 +77,10 @@ def published(real_artifact, signing_key, env, tmp_path):
         yield server
 
 
-def test_relocpy_and_uv_install_the_real_artifact(published, real_artifact, signing_key, env, tmp_path):
+def test_relocpy_and_uv_install_the_stripped_flavor_and_it_runs(published, stripped, signing_key, env, tmp_path):
     server, public = published, signing_key[1]
-    archive = real_artifact[0].name
-    meta = ArtifactMetadata.model_validate_json(real_artifact[1].read_text())
+    archive = stripped[0].name
+    meta = ArtifactMetadata.model_validate_json(stripped[1].read_text())
     variant = ["--variant", meta.key.variant] if meta.key.variant else []
     versions = tmp_path / "versions"
 
@@ -91,7 +100,9 @@ def test_relocpy_and_uv_install_the_real_artifact(published, real_artifact, sign
                           capture_output=True, text=True, env=offline, timeout=60)
     assert done.returncode == 0, done.stderr
     assert Path(done.stdout.strip()).resolve().is_relative_to((tmp_path / "uv-pythons").resolve())
-    assert server.handler.hits.get(archive) == 2  # one download each, both from our server
+    # one download each, both from our server, and only of the stripped flavor
+    assert server.handler.hits.get(archive) == 2
+    assert not [name for name in server.handler.hits if name.endswith(("-install_only.tar.gz", "-full.tar.zst"))]
 
 
 def uv_install(exported: Path, env: dict[str, str], tmp_path: Path) -> Path:

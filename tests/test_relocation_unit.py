@@ -15,12 +15,16 @@ from pathlib import Path
 
 import pytest
 
+from elftools.elf.elffile import ELFFile
+
 from relocpy import elf
 from relocpy.cpython import INSTALL_PREFIX
 from relocpy.package import write_archive
 from relocpy.paths import project_root
 from relocpy.relocate import (
     PREFIX_TOKEN,
+    UNREACHABLE_PREFIX,
+    replace_compiled_prefix,
     relocate_makefile,
     relocate_pkgconfig,
     relocate_python_config,
@@ -203,13 +207,80 @@ def test_python_config_and_pkgconfig(tmp_path):
         assert os.path.realpath(out.stdout.strip()[2:].replace("\\ ", " ")) == str(moved / "include" / "python3.99")
 
 
-def test_find_build_paths_reports_text_files_only(tmp_path):
+def test_find_build_paths_reports_text_and_binary_files(tmp_path):
+    cache = "/home/builder/.cache/relocpy"
     (tmp_path / "python").mkdir()
     (tmp_path / "python" / "a.txt").write_text(f"see {INSTALL_PREFIX}/lib\n")
-    (tmp_path / "python" / "b.bin").write_bytes(b"\0\1" + INSTALL_PREFIX.encode())
+    (tmp_path / "python" / "b.bin").write_bytes(b"\0\1" + f"{cache}/deps/x/prefix/lib/ossl-modules".encode() + b"\0")
     (tmp_path / "python" / "c.txt").write_text("clean\n")
-    problems = find_build_paths(tmp_path / "python", [INSTALL_PREFIX])
-    assert problems == [f"python/a.txt names the build path {INSTALL_PREFIX}"]
+    problems = find_build_paths(tmp_path / "python", [INSTALL_PREFIX, cache])
+    assert problems == [f"python/a.txt names the build path {INSTALL_PREFIX}", f"python/b.bin names the build path {cache}"]
+
+
+def test_the_compiled_in_install_prefix_becomes_unreachable(tmp_path):
+    """getpath's fallback prefix: a C string literal, replaced in place."""
+    source = f'#include <stdio.h>\nint main(void) {{ puts("{INSTALL_PREFIX}"); puts("{INSTALL_PREFIX}/lib"); return 0; }}\n'
+    binary = cc(tmp_path, source, "getpath", *HARDENED)
+    size = binary.stat().st_size
+    replace_compiled_prefix(tmp_path)
+    out = subprocess.run([str(binary)], capture_output=True, text=True, check=True).stdout.splitlines()
+    # the exact literal is replaced; a longer string naming the prefix is left for the validator
+    assert out == [UNREACHABLE_PREFIX, f"{INSTALL_PREFIX}/lib"]
+    assert binary.stat().st_size == size
+
+
+# --- symbol-version sections -------------------------------------------------------
+
+
+def _patch(path: Path, offset: int, data: bytes) -> None:
+    with path.open("r+b") as handle:
+        handle.seek(offset)
+        handle.write(data)
+
+
+def _section(path: Path, name: str):
+    with path.open("rb") as handle:
+        section = ELFFile(handle).get_section_by_name(name)
+        return section["sh_offset"], section["sh_size"]
+
+
+def test_intact_symbol_versions_pass(tmp_path):
+    binary = cc(tmp_path, MAIN, "a", *HARDENED)
+    assert elf.check_file(binary, [])[0] == []
+
+
+def test_a_symbol_version_index_no_section_defines_is_refused(tmp_path):
+    binary = cc(tmp_path, MAIN, "a", *HARDENED)
+    offset, size = _section(binary, ".gnu.version")
+    _patch(binary, offset + size - 2, (0x7ff0).to_bytes(2, "little"))
+    problems, _ = elf.check_file(binary, [])
+    assert problems == [".gnu.version: symbols use version indexes [32752] that no version section defines"]
+
+
+def test_a_damaged_version_name_is_refused(tmp_path):
+    binary = cc(tmp_path, MAIN, "a", *HARDENED)
+    offset, _ = _section(binary, ".gnu.version_r")
+    # the first Vernaux entry follows its 16-byte Verneed; vna_hash is its first word
+    _patch(binary, offset + 16, (0).to_bytes(4, "little"))
+    problems, _ = elf.check_file(binary, [])
+    assert len(problems) == 1 and problems[0].startswith(".gnu.version_r: damaged version entry 'GLIBC_"), problems
+
+
+def test_a_version_section_the_loader_cannot_find_is_refused(tmp_path):
+    binary = cc(tmp_path, MAIN, "a", *HARDENED)
+    # Move the section header's address: the loader reads DT_VERNEED, readers the section.
+    index = _section_index(binary, ".gnu.version_r")
+    with binary.open("rb") as handle:
+        header = ELFFile(handle).header
+    sh_addr = header["e_shoff"] + index * header["e_shentsize"] + 16  # Elf64_Shdr.sh_addr
+    _patch(binary, sh_addr, (0x1234).to_bytes(8, "little"))
+    problems, _ = elf.check_file(binary, [])
+    assert problems and "DT_VERNEED points at" in problems[0] and "but .gnu.version_r is at 0x1234" in problems[0], problems
+
+
+def _section_index(path: Path, name: str) -> int:
+    with path.open("rb") as handle:
+        return next(i for i, s in enumerate(ELFFile(handle).iter_sections()) if s.name == name)
 
 
 # --- archives ----------------------------------------------------------------------
@@ -226,11 +297,11 @@ def test_archives_are_deterministic(tmp_path):
     (tree / "bin" / "link").symlink_to("tool")
     entries = [(f"python/{p.relative_to(tree).as_posix()}", p) for p in tree.rglob("*")]
     first = tmp_path / "one.tar.gz"
-    write_archive(first, entries, 1767225600, "install_only")
+    write_archive(first, entries, 1767225600, None)
     time.sleep(1.1)
     os.utime(tree / "lib" / "a.txt")
     second = tmp_path / "two.tar.gz"
-    write_archive(second, list(reversed(entries)), 1767225600, "install_only")
+    write_archive(second, list(reversed(entries)), 1767225600, None)
     assert hashlib.sha256(first.read_bytes()).digest() == hashlib.sha256(second.read_bytes()).digest()
     with tarfile.open(first) as tar:
         members = tar.getmembers()
@@ -240,7 +311,7 @@ def test_archives_are_deterministic(tmp_path):
     assert {m.name: m.mode for m in members}["python/bin/tool"] == 0o755
     assert {m.name: m.mode for m in members}["python/lib/a.txt"] == 0o644
     zst = tmp_path / "full.tar.zst"
-    write_archive(zst, entries, 1767225600, "full")
+    write_archive(zst, entries, 1767225600, None)
     again = tmp_path / "full2.tar.zst"
-    write_archive(again, entries, 1767225600, "full")
+    write_archive(again, entries, 1767225600, None)
     assert zst.read_bytes() == again.read_bytes()

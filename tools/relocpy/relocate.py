@@ -1,6 +1,8 @@
 """Make an installed CPython tree work wherever it is unpacked.
 
-- ELF: the interpreter and libpython3.so find libpython through $ORIGIN.
+- ELF: the interpreter and libpython3.so find libpython through $ORIGIN; the
+  install prefix compiled into getpath (its fallback when no standard library
+  is found beside the executable) becomes a path that cannot exist.
 - Scripts in bin/: a /bin/sh trampoline that runs the interpreter beside them.
 - sysconfig data, the config Makefile, python-config and pkg-config files:
   every path is computed from where the file is at run time; flags naming the
@@ -26,6 +28,9 @@ from relocpy.toolchain import wrappers_dir
 # sysconfig patch of each CPython version replaces it at run time.
 PREFIX_TOKEN = "@RELOCPY_PREFIX@"
 MAKEFILE_PREFIX = "prefix := $(abspath $(dir $(lastword $(MAKEFILE_LIST)))../../..)"
+# What getpath falls back to instead of the install prefix: nothing can be
+# created under /dev/null, so no one can plant a standard library there.
+UNREACHABLE_PREFIX = "/dev/null/relocpy-no-prefix"
 
 # The zig wrappers (build/toolchain) and what a user's machine calls them.
 TOOLCHAIN_PROGRAMS = {
@@ -41,6 +46,7 @@ def relocate(built: BuiltPython, staging: Path, deps: list[BuiltDependency], wor
     shutil.copytree(built.tree, tree, symlinks=True)
     build_paths = build_machine_paths(built, deps, work_dir)
     set_rpaths(tree)
+    replace_compiled_prefix(tree)
     install_trampolines(tree)
     relocate_sysconfigdata(tree, build_paths)
     relocate_makefile(tree, build_paths)
@@ -70,6 +76,22 @@ def set_rpaths(tree: Path) -> None:
     stable_abi = lib / "libpython3.so"
     if stable_abi.is_file():
         _patchelf(stable_abi, "$ORIGIN")
+
+
+def replace_compiled_prefix(tree: Path) -> None:
+    """The install prefix as a C string (getpath's PREFIX and EXEC_PREFIX, in
+    the interpreter and both libpythons) becomes UNREACHABLE_PREFIX, padded
+    with NULs to the same length: nothing else in the file moves. The prefix
+    anywhere else is left for the validator to refuse."""
+    literal = INSTALL_PREFIX.encode() + b"\0"
+    replacement = UNREACHABLE_PREFIX.encode().ljust(len(literal), b"\0")
+    assert len(replacement) == len(literal)
+    for path in sorted(tree.rglob("*")):
+        if path.is_symlink() or not path.is_file() or not (path.suffix == ".a" or _is_elf(path)):
+            continue
+        data = path.read_bytes()
+        if literal in data:
+            path.write_bytes(data.replace(literal, replacement))
 
 
 def _patchelf(path: Path, rpath: str) -> None:
