@@ -184,3 +184,21 @@ def test_install_from_a_local_index_path(dist, signing_key, env, tmp_path):
     os_py = prefix / "lib" / f"python{MINOR}" / "os.py"
     assert os_py.stat().st_mtime == EPOCH  # .pyc files are checked against their source's mtime
     assert os_py.stat().st_mode & 0o777 == 0o644 and os.access(prefix / "bin" / "python3", os.X_OK)
+
+
+def test_an_interpreter_that_does_not_start_is_reported_with_its_status_and_stderr(tmp_path, signing_key, env):
+    failing = b"#!/bin/sh\necho 'loading the interpreter' >&2\necho './python/bin/python3: symbol lookup error: undefined symbol: , version' >&2\nexit 127\n"
+    dist = tmp_path / "broken"
+    dist.mkdir()
+    key = artifact_key(version="3.99.2")
+    tar_with(dist / key.filename, [member("python/bin/python3", data=failing)])
+    write_metadata(dist / key.filename, key)
+    with LoopbackServer(dist) as server:
+        publish_index(dist, signing_key[0], env, server.url)
+        versions = tmp_path / "versions"
+        client_env = {**env, "RELOCPY_INDEX_URL": server.url, "RELOCPY_TRUSTED_KEYS": signing_key[1],
+                      "RELOCPY_INSTALL_DIR": str(versions)}
+        line = one_error_line(relocpy("install", "3.99", env=client_env))
+    assert line == ("relocpy: error: the unpacked interpreter does not start: exit status 127: loading the interpreter"
+                    " | ./python/bin/python3: symbol lookup error: undefined symbol: , version; nothing installed")
+    assert installed_names(versions) == []
