@@ -17,9 +17,9 @@ from relocpy import elf
 from relocpy.artifacts import validate_archive
 from relocpy.cpython import build_cpython
 from relocpy.deps import COMPLETE_MARKER, StepContext, build_dependencies, cache_entry_lock
+from relocpy.errors import ValidationFailed
 from relocpy.fetch import fetch_all
 from relocpy.models import ArtifactMetadata, BuildPlan
-from relocpy.errors import ValidationFailed
 from relocpy.package import bundled_components, license_texts, write_archives, write_metadata
 from relocpy.progress import info, step
 from relocpy.relocate import relocate

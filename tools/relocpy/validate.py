@@ -68,7 +68,7 @@ def check_files(tree: Path, policy: ValidationPolicy) -> elf.ElfSummary:
     """The checks that read the files without running them: ELF rules, paths of
     the build machine, the glibc floor. Raises ValidationFailed."""
     summary = elf.check_tree(tree, policy.export_prefixes)
-    problems = summary.problems
+    problems = list(summary.problems)
     problems += find_build_paths(tree, [*ALWAYS_FORBIDDEN, *policy.build_paths])
     problems += floor_problems(summary, policy.floor, policy.enforce_floor)
     if problems:
