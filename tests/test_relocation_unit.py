@@ -266,16 +266,31 @@ def test_a_damaged_version_name_is_refused(tmp_path):
     assert len(problems) == 1 and problems[0].startswith(".gnu.version_r: damaged version entry 'GLIBC_"), problems
 
 
-def test_a_version_section_the_loader_cannot_find_is_refused(tmp_path):
+def test_a_version_count_the_loader_would_misread_is_refused(tmp_path):
     binary = cc(tmp_path, MAIN, "a", *HARDENED)
-    # Move the section header's address: the loader reads DT_VERNEED, readers the section.
-    index = _section_index(binary, ".gnu.version_r")
+    offset, size = _section(binary, ".dynamic")
+    with binary.open("rb") as handle:
+        handle.seek(offset)
+        entries = handle.read(size)
+    for at in range(0, size, 16):  # Elf64_Dyn: d_tag, d_val
+        if int.from_bytes(entries[at:at + 8], "little") == 0x6FFFFFFF:  # DT_VERNEEDNUM
+            count = int.from_bytes(entries[at + 8:at + 16], "little")
+            _patch(binary, offset + at + 8, (count + 1).to_bytes(8, "little"))
+    problems, _ = elf.check_file(binary, [])
+    assert problems == [f"symbol versions: DT_VERNEEDNUM is {count + 1}, but .gnu.version_r holds {count} entries"]
+
+
+def test_a_section_moved_away_from_its_segment_is_refused(tmp_path):
+    """What GNU strip does to .dynstr of lld-linked files: the section header
+    points at new bytes, the loader still reads the old address."""
+    binary = cc(tmp_path, MAIN, "a", *HARDENED)
+    index = _section_index(binary, ".dynstr")
     with binary.open("rb") as handle:
         header = ELFFile(handle).header
-    sh_addr = header["e_shoff"] + index * header["e_shentsize"] + 16  # Elf64_Shdr.sh_addr
-    _patch(binary, sh_addr, (0x1234).to_bytes(8, "little"))
+    sh_offset = header["e_shoff"] + index * header["e_shentsize"] + 24  # Elf64_Shdr.sh_offset
+    _patch(binary, sh_offset, (binary.stat().st_size).to_bytes(8, "little"))
     problems, _ = elf.check_file(binary, [])
-    assert problems and "DT_VERNEED points at" in problems[0] and "but .gnu.version_r is at 0x1234" in problems[0], problems
+    assert any(p.startswith(".dynstr is not where the loader reads it") for p in problems), problems
 
 
 def _section_index(path: Path, name: str) -> int:

@@ -3,9 +3,10 @@
 Each ELF file may need only the platform's base libraries (or the tree's own
 libpython), must find those of the tree through $ORIGIN, must not have an
 executable stack, must be full RELRO (RELRO + BIND_NOW), must not export a bundled
-dependency's symbols, and its symbol-version sections must be intact (what the
-loader reads: a tool that rewrites ELF files, such as a strip that does not
-understand the linker's layout, can leave them pointing at garbage). The
+dependency's symbols, and what the loader reads must be intact: loaded
+sections where their segments map them, consistent symbol-version sections (a
+tool that rewrites ELF files, such as a strip that does not understand the
+linker's layout, can leave them pointing at garbage). The
 highest GLIBC symbol version needed decides the manylinux tag.
 """
 
@@ -17,6 +18,7 @@ import sys
 from pathlib import Path
 
 from elftools.common.exceptions import ELFError
+from elftools.elf.constants import SH_FLAGS
 from elftools.elf.dynamic import DynamicSection
 from elftools.elf.elffile import ELFFile
 from elftools.elf.gnuversions import GNUVerDefSection, GNUVerNeedSection, GNUVerSymSection
@@ -80,7 +82,7 @@ def check_file(path: Path, export_prefixes: list[str]) -> tuple[list[str], str |
             return [], None  # a static object or relocatable file: nothing is loaded
         problems = _needed_problems(dynamic) + _hardening_problems(elf, dynamic)
         problems += _export_problems(elf, export_prefixes)
-        problems += version_problems(elf, dynamic)
+        problems += layout_problems(elf) or version_problems(elf, dynamic)
         return problems, _glibc_max(elf)
 
 
@@ -136,6 +138,40 @@ def _export_problems(elf: ELFFile, export_prefixes: list[str]) -> list[str]:
     if not leaked:
         return []
     return [f"exports {len(leaked)} bundled-library symbol(s), e.g. {', '.join(sorted(leaked)[:3])}"]
+
+
+# --- what the loader reads ----------------------------------------------------------
+
+
+def layout_problems(elf: ELFFile) -> list[str]:
+    """Each loaded section's bytes are where its segment maps its address:
+    tools read sections by file offset, the loader reads them by address. A
+    rewrite that moves one (GNU strip does so with .dynstr of lld-linked files)
+    leaves the loader reading other bytes as symbol and version names."""
+    loads = [seg for seg in elf.iter_segments() if seg["p_type"] == "PT_LOAD"]
+    problems = []
+    for section in elf.iter_sections():
+        if not section["sh_flags"] & SH_FLAGS.SHF_ALLOC or section["sh_type"] == "SHT_NOBITS" or not section["sh_size"]:
+            continue
+        if not _loaded_as_in_file(section, loads):
+            problems.append(f"{section.name} is not where the loader reads it (address {section['sh_addr']:#x}, "
+                            f"file offset {section['sh_offset']:#x}: its segments map other bytes there)")
+    return problems
+
+
+def _loaded_as_in_file(section, loads) -> bool:
+    """Every byte of the section is loaded from its own place in the file (a
+    section may span two segments: patchelf lays files out so)."""
+    start, end = section["sh_addr"], section["sh_addr"] + section["sh_size"]
+    covered = 0
+    for seg in loads:
+        overlap = min(end, seg["p_vaddr"] + seg["p_filesz"]) - max(start, seg["p_vaddr"])
+        if overlap <= 0:
+            continue
+        if section["sh_offset"] - start != seg["p_offset"] - seg["p_vaddr"]:
+            return False
+        covered += overlap
+    return covered == section["sh_size"]
 
 
 # --- symbol versions ----------------------------------------------------------------
