@@ -145,7 +145,7 @@ def test_validate_refuses_symbol_versions_damaged_by_gnu_strip(built, tmp_path):
     result = relocpy("validate", str(repacked(archive, tmp_path, gnu_strip)))
     assert result.returncode == 1, result.stderr[-2000:]
     # refused by reading the file, before anything runs
-    assert "bin/python3.13: .dynstr is not where the loader reads it" in result.stderr, result.stderr
+    assert "bin/python3.13: .dynstr is not what the loader reads at its address" in result.stderr, result.stderr
     assert "smoke checks" not in result.stderr and "Traceback" not in result.stderr
 
 

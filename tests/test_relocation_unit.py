@@ -290,7 +290,7 @@ def test_a_section_moved_away_from_its_segment_is_refused(tmp_path):
     sh_offset = header["e_shoff"] + index * header["e_shentsize"] + 24  # Elf64_Shdr.sh_offset
     _patch(binary, sh_offset, (binary.stat().st_size).to_bytes(8, "little"))
     problems, _ = elf.check_file(binary, [])
-    assert any(p.startswith(".dynstr is not where the loader reads it") for p in problems), problems
+    assert any(p.startswith(".dynstr is not what the loader reads") for p in problems), problems
 
 
 def _section_index(path: Path, name: str) -> int:

@@ -144,34 +144,38 @@ def _export_problems(elf: ELFFile, export_prefixes: list[str]) -> list[str]:
 
 
 def layout_problems(elf: ELFFile) -> list[str]:
-    """Each loaded section's bytes are where its segment maps its address:
-    tools read sections by file offset, the loader reads them by address. A
-    rewrite that moves one (GNU strip does so with .dynstr of lld-linked files)
-    leaves the loader reading other bytes as symbol and version names."""
+    """Each loaded section's bytes are the ones its segments map at its
+    address: tools read sections by file offset, the loader by address. A
+    rewrite that moves a section without the bytes the loader maps (GNU strip
+    does so with .dynstr of lld-linked files) leaves the loader reading other
+    bytes as symbol and version names. (llvm-strip moves .dynstr too, but the
+    bytes stay where the loader maps them.)"""
     loads = [seg for seg in elf.iter_segments() if seg["p_type"] == "PT_LOAD"]
     problems = []
     for section in elf.iter_sections():
         if not section["sh_flags"] & SH_FLAGS.SHF_ALLOC or section["sh_type"] == "SHT_NOBITS" or not section["sh_size"]:
             continue
-        if not _loaded_as_in_file(section, loads):
-            problems.append(f"{section.name} is not where the loader reads it (address {section['sh_addr']:#x}, "
-                            f"file offset {section['sh_offset']:#x}: its segments map other bytes there)")
+        if _loaded_bytes(elf, loads, section["sh_addr"], section["sh_size"]) != section.data():
+            problems.append(f"{section.name} is not what the loader reads at its address {section['sh_addr']:#x} "
+                            f"(the section is at file offset {section['sh_offset']:#x})")
     return problems
 
 
-def _loaded_as_in_file(section, loads) -> bool:
-    """Every byte of the section is loaded from its own place in the file (a
-    section may span two segments: patchelf lays files out so)."""
-    start, end = section["sh_addr"], section["sh_addr"] + section["sh_size"]
-    covered = 0
-    for seg in loads:
-        overlap = min(end, seg["p_vaddr"] + seg["p_filesz"]) - max(start, seg["p_vaddr"])
-        if overlap <= 0:
-            continue
-        if section["sh_offset"] - start != seg["p_offset"] - seg["p_vaddr"]:
-            return False
-        covered += overlap
-    return covered == section["sh_size"]
+def _loaded_bytes(elf: ELFFile, loads, address: int, size: int) -> bytes | None:
+    """The file's bytes the PT_LOAD segments map at [address, address + size);
+    None where a part is not loaded from the file (a section may span two
+    segments: patchelf lays files out so)."""
+    pieces = []
+    end = address + size
+    while address < end:
+        seg = next((s for s in loads if s["p_vaddr"] <= address < s["p_vaddr"] + s["p_filesz"]), None)
+        if seg is None:
+            return None
+        length = min(end, seg["p_vaddr"] + seg["p_filesz"]) - address
+        elf.stream.seek(seg["p_offset"] + address - seg["p_vaddr"])
+        pieces.append(elf.stream.read(length))
+        address += length
+    return b"".join(pieces)
 
 
 # --- symbol versions ----------------------------------------------------------------
