@@ -51,7 +51,9 @@ def build(
 
 @task(positional=["artifact"], help={"artifact": "an archive built by relocpy, or a directory: every archive in it"})
 def validate(c, artifact=None):
-    """Run the relocation and portability validation on built archives."""
+    """Validate archives as a consumer gets them: unpack each at an awkward
+    path, check every file (ELF rules, symbol versions, no build-machine path),
+    move it, run it (CPython's own tests too, for a full archive)."""
     if not artifact:
         raise UsageError("validate needs an artifact: relocpy validate PATH")
     path = Path(artifact)
