@@ -153,20 +153,26 @@ EVIL = {
 }
 
 
-@pytest.mark.parametrize("case", sorted(EVIL))
-def test_unsafe_archive_refused(case, tmp_path, signing_key, env):
-    members, expect = EVIL[case]
-    dist = tmp_path / "evil"
+def refused_install(dist, version, members, signing_key, env):
+    """Serve a signed index of one archive made of `members`; `relocpy install`
+    of it must fail: (its error line, the install dir)."""
     dist.mkdir()
-    key = artifact_key(version="3.99.1")
+    key = artifact_key(version=version)
     tar_with(dist / key.filename, members)
     write_metadata(dist / key.filename, key)
     with LoopbackServer(dist) as server:
         publish_index(dist, signing_key[0], env, server.url)
-        versions = tmp_path / "versions"
+        versions = dist.parent / "versions"
         client_env = {**env, "RELOCPY_INDEX_URL": server.url, "RELOCPY_TRUSTED_KEYS": signing_key[1],
                       "RELOCPY_INSTALL_DIR": str(versions)}
-        line = one_error_line(relocpy("install", "3.99", env=client_env))
+        line = one_error_line(relocpy("install", version.rsplit(".", 1)[0], env=client_env))
+    return line, versions
+
+
+@pytest.mark.parametrize("case", sorted(EVIL))
+def test_unsafe_archive_refused(case, tmp_path, signing_key, env):
+    members, expect = EVIL[case]
+    line, versions = refused_install(tmp_path / "evil", "3.99.1", members, signing_key, env)
     assert expect in line and "refusing" in line
     assert installed_names(versions) == []
     assert not (tmp_path.parent / "evil").exists() and not os.path.exists("/tmp/evil-abs")
@@ -188,17 +194,8 @@ def test_install_from_a_local_index_path(dist, signing_key, env, tmp_path):
 
 def test_an_interpreter_that_does_not_start_is_reported_with_its_status_and_stderr(tmp_path, signing_key, env):
     failing = b"#!/bin/sh\necho 'loading the interpreter' >&2\necho './python/bin/python3: symbol lookup error: undefined symbol: , version' >&2\nexit 127\n"
-    dist = tmp_path / "broken"
-    dist.mkdir()
-    key = artifact_key(version="3.99.2")
-    tar_with(dist / key.filename, [member("python/bin/python3", data=failing)])
-    write_metadata(dist / key.filename, key)
-    with LoopbackServer(dist) as server:
-        publish_index(dist, signing_key[0], env, server.url)
-        versions = tmp_path / "versions"
-        client_env = {**env, "RELOCPY_INDEX_URL": server.url, "RELOCPY_TRUSTED_KEYS": signing_key[1],
-                      "RELOCPY_INSTALL_DIR": str(versions)}
-        line = one_error_line(relocpy("install", "3.99", env=client_env))
+    line, versions = refused_install(tmp_path / "broken", "3.99.2", [member("python/bin/python3", data=failing)],
+                                     signing_key, env)
     assert line == ("relocpy: error: the unpacked interpreter does not start: exit status 127: loading the interpreter"
                     " | ./python/bin/python3: symbol lookup error: undefined symbol: , version; nothing installed")
     assert installed_names(versions) == []

@@ -19,6 +19,7 @@ from pathlib import Path, PurePosixPath
 import zstandard
 
 from relocpy import elf, shell
+from relocpy.artifacts import tree_in_archive
 from relocpy.fetch import FetchedSource
 from relocpy.hashing import file_sha256
 from relocpy.models import ArtifactKey, ArtifactMetadata, BuildPlan, Component
@@ -113,12 +114,14 @@ def _metadata_fields(plan, report: ValidationReport, components, source_date_epo
 def flavor_entries(tree: Path, flavor: str, license_texts: dict[str, bytes], plan, components) -> list[tuple[str, Path | bytes]]:
     """(archive path, file on disk or bytes) pairs, before sorting."""
     if flavor == "full":
-        entries = [(f"python/install/{rel}", path) for rel, path in _walk(tree)]
+        inner = tree_in_archive(flavor).as_posix()
+        entries = [(f"{inner}/{rel}", path) for rel, path in _walk(tree)]
         entries += [(f"python/licenses/LICENSE.{name}.txt", text) for name, text in license_texts.items()]
         info = {"plan": plan.model_dump(mode="json"), "components": [c.model_dump() for c in components]}
         entries.append(("python/build-info.json", (json.dumps(info, indent=2, sort_keys=True) + "\n").encode()))
         return entries
-    return [(f"python/{rel}", path) for rel, path in _walk(tree) if not _is_test_only(rel)]
+    inner = tree_in_archive(flavor).as_posix()
+    return [(f"{inner}/{rel}", path) for rel, path in _walk(tree) if not _is_test_only(rel)]
 
 
 def _walk(tree: Path) -> list[tuple[str, Path]]:
