@@ -13,6 +13,7 @@ import pytest
 import yaml
 
 from relocpy import ci
+from relocpy.errors import UsageError
 from relocpy.paths import project_root
 from relocpy.toolchain import refused_option
 from relocpy.recipes import load_recipes, supported_variants
@@ -151,8 +152,20 @@ def test_workflows_run_the_same_commands_as_the_local_tasks(settings):
         assert step.shell in build, step.shell
     for step in ci.release_steps(settings).values():
         assert step.shell in release, step.shell
-    assert "relocpy image bootstrap --suite bullseye --tag relocpy-bullseye" in build
+    # The image and its suite come from the matrix cell, that is from the target's recipe.
+    assert 'relocpy image bootstrap --suite "$IMAGE_SUITE" --tag "$IMAGE"' in build
+    assert "IMAGE: ${{ matrix.image }}" in build and "IMAGE_SUITE: ${{ matrix.image-suite }}" in build
     assert "relocpy ci matrix --json" in build
+
+
+def test_every_docker_cell_builds_from_its_targets_image(recipes, settings):
+    cells = ci.all_cells(recipes, settings)
+    assert cells
+    for cell in cells:
+        target = recipes.targets[cell.target]
+        assert cell.builder == target.runner
+        if cell.docker:
+            assert (cell.image, cell.image_suite) == (target.image, target.image_suite) != ("", "")
 
 
 def test_build_declares_one_job_per_shard(settings):
@@ -260,7 +273,8 @@ def synthetic_recipes(recipes, n_targets: int = 24):
         os_name, arch = oses[i % len(oses)]
         triple = f"{arch}-synthetic{i}-{os_name}"
         targets[triple] = base_target.model_copy(update={"triple": triple, "os": os_name, "arch": arch,
-                                                         "buildable": True, "toolchain": "gcc"})
+                                                         "buildable": True, "toolchain": "gcc",
+                                                         "runner": "docker" if os_name == "linux" else "native"})
     pythons = {v: base_python.model_copy(update={"version": v}) for v in ("3.11.9", "3.12.9", "3.13.15", "3.14.1")}
     return recipes.model_copy(update={"targets": targets, "pythons": pythons})
 
@@ -319,7 +333,7 @@ def test_steps_render_quoted_for_bash_and_resolve_locally(tmp_path):
 def test_build_tag_is_checked(tmp_path):
     assert ci.resolve_build_tag("20261124", ROOT) == "20261124"
     assert re.fullmatch(r"\d{8}", ci.resolve_build_tag(None, ROOT))
-    with pytest.raises(ci.CiError, match="bad build tag"):
+    with pytest.raises(UsageError, match="bad build tag"):
         ci.resolve_build_tag("1.0+x", ROOT)
 
 
@@ -339,7 +353,7 @@ def test_cli_matrix_json_and_github_output(tmp_path):
 def test_cli_bad_event_is_one_line_exit_2():
     result = relocpy("ci", "matrix", "--event", "schedule")
     assert result.returncode == 2
-    assert result.stderr.strip() == "relocpy: error: unknown event 'schedule' (known: push, pull_request)"
+    assert result.stderr.strip() == "relocpy: error: ci matrix: --event: unknown value 'schedule' (known: push, pull_request)"
 
 
 def fake_relocpy(tmp_path: Path) -> tuple[Path, Path]:
@@ -369,8 +383,8 @@ def test_release_task_runs_the_release_steps_in_order(tmp_path):
     lines = calls.read_text().splitlines()
     assert lines == [
         f"validate|{dist}|",
-        f"index|build|{dist}|--base-url|https://h/p|--sign|/k/key.pem|",
-        f"publish|{dist}|--to|s3://bucket/prefix|",
+        f"index|build|{dist}|--base-url|https://h/p|--sign|/k/key.pem|--previous|s3://bucket/prefix|",
+        f"publish|{dist}|--to|s3://bucket/prefix|--sign|/k/key.pem|",
     ]
 
 

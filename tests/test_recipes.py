@@ -53,7 +53,7 @@ def test_every_pinned_file_matches_the_mirror_description(recipes):
 
 def test_malformed_field_names_file_field_and_reason(recipe_copy):
     path = recipe_copy / "targets.toml"
-    path.write_text(path.read_text().replace('runner = "native"', 'runner = "kubernetes"', 1))
+    path.write_text(path.read_text().replace('runner = "docker"', 'runner = "kubernetes"', 1))  # in [defaults]
     with pytest.raises(RecipeError) as err:
         load_recipes(recipe_copy)
     message = str(err.value)
@@ -143,7 +143,8 @@ def relocpy(*args, **kw):
 
 
 def test_cli_help_version_and_recipes_check():
-    assert "recipes.check" in relocpy("--help").stdout
+    assert "recipes" in relocpy("--help").stdout
+    assert "check" in relocpy("recipes", "--help").stdout
     assert relocpy("--version").returncode == 0
     assert "--variant" in relocpy("plan", "--help").stdout
     result = relocpy("recipes", "check")

@@ -11,7 +11,7 @@ from relocpy import elf
 from relocpy.ci import all_cells, load_settings
 from relocpy.paths import ci_dir
 from relocpy.deps import StepContext
-from relocpy.errors import RelocpyError, UsageError
+from relocpy.errors import RelocpyError, UnknownNameError, UsageError
 from relocpy.plan import resolve_plan
 from relocpy.recipes import get_target, load_recipes
 from relocpy.runners.native import NativeRunner
@@ -73,7 +73,7 @@ def test_pgo_is_refused_with_zig_in_one_line(recipes):
     target = get_target(recipes, "x86_64-unknown-linux-gnu")
     if target.toolchain != "zig":
         pytest.skip("the target does not build with zig")
-    with pytest.raises(UsageError, match=r"variant 'pgo\+lto' cannot be built .* zig toolchain \(pgo: ") as err:
+    with pytest.raises(UnknownNameError, match=r"cannot build variant 'pgo\+lto' for .*: the zig toolchain cannot build pgo: ") as err:
         resolve_plan(recipes, "3.13.15", target.triple, "pgo+lto")
     assert "\n" not in str(err.value)
     assert resolve_plan(recipes, "3.13.15", target.triple, "lto").variant.name == "lto"

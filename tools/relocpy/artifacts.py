@@ -9,7 +9,7 @@ from pathlib import Path
 import zstandard
 
 from relocpy import elf
-from relocpy.errors import RelocpyError, ValidationFailed
+from relocpy.errors import RelocpyError, UsageError, ValidationFailed
 from relocpy.models import ArtifactKey, ArtifactMetadata
 from relocpy.recipes import load_recipes
 from relocpy.validate import ValidationPolicy, ValidationReport, check_files, run_runtime_checks
@@ -18,6 +18,23 @@ from relocpy.validate import ValidationPolicy, ValidationReport, check_files, ru
 def archives_in(directory: Path) -> list[Path]:
     """The artifact archives in a directory (not their .json metadata)."""
     return sorted(p for p in directory.glob("cpython-*") if p.name.endswith((".tar.gz", ".tar.zst")))
+
+
+def archives_to_validate(paths: list[Path]) -> list[Path]:
+    """The archives named, or found in the directories named; nothing is an error
+    (an empty dist must not pass validation)."""
+    archives = []
+    for path in paths:
+        if path.is_dir():
+            found = archives_in(path)
+            if not found:
+                raise UsageError(f"{path}: no relocpy archives (cpython-*.tar.gz, cpython-*.tar.zst) to validate")
+            archives += found
+        elif path.is_file():
+            archives.append(path)
+        else:
+            raise UsageError(f"{path}: no such file or directory")
+    return archives
 
 
 def open_archive(path: Path) -> tarfile.TarFile:

@@ -11,7 +11,7 @@ import shutil
 import time
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, field_validator
 
 from relocpy import elf
 from relocpy.artifacts import validate_archive
@@ -19,7 +19,7 @@ from relocpy.cpython import build_cpython
 from relocpy.deps import COMPLETE_MARKER, StepContext, build_dependencies, cache_entry_lock
 from relocpy.errors import ValidationFailed
 from relocpy.fetch import fetch_all
-from relocpy.models import ArtifactMetadata, BuildPlan
+from relocpy.models import ArtifactMetadata, BuildPlan, check_build_tag
 from relocpy.package import bundled_components, license_texts, write_archives, write_metadata
 from relocpy.progress import info, step
 from relocpy.relocate import relocate
@@ -38,6 +38,11 @@ class BuildOptions(BaseModel):
     jobs: int
     keep_work: bool = False
     source_date_epoch: int
+
+    @field_validator("build_tag")
+    @classmethod
+    def _names_can_carry_it(cls, tag: str) -> str:
+        return check_build_tag(tag)  # before hours of building, not at packaging
 
 
 def default_build_tag() -> str:

@@ -31,13 +31,11 @@ import jinja2
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from relocpy.errors import RelocpyError, UnknownNameError
-from relocpy.models import Recipes, Target
-from relocpy.recipes import get_python, parse_variant, supported_variants
-from relocpy.toolchain import refused_option
+from relocpy.models import Recipes, Target, check_build_tag
+from relocpy.recipes import buildable_cells, get_python, parse_variant
 
 GITHUB_MATRIX_LIMIT = 256
 WORKFLOWS = {"build.yml": "build.yml.j2", "release.yml": "release.yml.j2"}
-BUILD_TAG_RE = re.compile(r"^[A-Za-z0-9._]+$")
 Event = Literal["push", "pull_request"]
 
 
@@ -86,11 +84,6 @@ class WorkflowSettings(_Settings):
     artifact_retention_days: int = Field(default=14, gt=0, le=90)
 
 
-class ImageSettings(_Settings):
-    suite: str
-    tag: str = Field(pattern=r"^[a-z0-9][a-z0-9._-]*$")
-
-
 class ReleaseSettings(_Settings):
     environment: str = "release"
     base_url_var: str
@@ -112,7 +105,6 @@ class CiSettings(_Settings):
     pull_request: SubsetSettings = SubsetSettings()
     runners: dict[str, str]
     workflow: WorkflowSettings = WorkflowSettings()
-    image: ImageSettings
     release: ReleaseSettings
     actions: dict[str, ActionPin]
 
@@ -154,6 +146,8 @@ class Cell(BaseModel):
     runs_on: str = Field(alias="runs-on", serialization_alias="runs-on")
     builder: Literal["docker", "native"]
     docker: bool
+    image: str  # the base image a docker build starts from ("" for native)
+    image_suite: str = Field(alias="image-suite", serialization_alias="image-suite")
     artifact: str
 
 
@@ -180,32 +174,28 @@ def runner_label(settings: CiSettings, target: Target) -> str:
 
 
 def make_cell(settings: CiSettings, target: Target, python: str, variant: str) -> Cell:
-    docker = target.os == "linux"
+    """A job for one recipe cell: runner, image and suite are the target's own data."""
+    docker = target.runner == "docker"
     return Cell(
         python=python,
         target=target.triple,
         variant=variant,
         os=target.os,
         runs_on=runner_label(settings, target),
-        builder="docker" if docker else "native",
+        builder=target.runner,
         docker=docker,
+        image=target.image if docker else "",
+        image_suite=target.image_suite if docker else "",
         artifact=f"cpython-{python}-{target.triple}-{variant}",
     )
 
 
 def all_cells(recipes: Recipes, settings: CiSettings) -> list[Cell]:
-    """Every buildable target x python x variant the python and the target's toolchain support."""
-    cells = []
-    for triple in sorted(recipes.targets):
-        target = recipes.targets[triple]
-        if not target.buildable:
-            continue
-        for version, python in recipes.pythons.items():
-            for variant in supported_variants(recipes, python):
-                if refused_option(target.toolchain, variant.split("+")):
-                    continue
-                cells.append(make_cell(settings, target, version, variant))
-    return cells
+    """Every buildable cell of the recipes (recipes.buildable_cells), as a job."""
+    return [
+        make_cell(settings, recipes.targets[cell.target], cell.python, cell.variant)
+        for cell in buildable_cells(recipes)
+    ]
 
 
 def pull_request_cells(cells: list[Cell], recipes: Recipes, subset: SubsetSettings) -> list[Cell]:
@@ -262,10 +252,7 @@ def github_outputs(matrix: Matrix, max_shards: int) -> str:
 
 def resolve_build_tag(explicit: str | None, root: Path) -> str:
     """The given tag (checked), else the UTC date of the checked-out commit."""
-    tag = explicit or _commit_date(root)
-    if not BUILD_TAG_RE.match(tag):
-        raise CiError(f"bad build tag '{tag}': use letters, digits, '.' and '_' only")
-    return tag
+    return check_build_tag(explicit or _commit_date(root))
 
 
 def _commit_date(root: Path) -> str:
@@ -324,12 +311,12 @@ def _fill(word: str, values: dict[str, str]) -> str:
 
 
 def cell_steps(settings: CiSettings) -> dict[str, Step]:
-    image = settings.image
+    """A build job's commands; $IMAGE and $IMAGE_SUITE come from the cell (the target's data)."""
     return {
         "engine": Step(name="Start the Docker engine", argv=["relocpy", "ci", "engine"]),
         "bootstrap": Step(
-            name="Bootstrap the builder image",
-            argv=["relocpy", "image", "bootstrap", "--suite", image.suite, "--tag", image.tag],
+            name="Bootstrap the base image",
+            argv=["relocpy", "image", "bootstrap", "--suite", "$IMAGE_SUITE", "--tag", "$IMAGE"],
         ),
         "build": Step(
             name="Build",
@@ -343,13 +330,20 @@ def cell_steps(settings: CiSettings) -> dict[str, Step]:
 
 
 def release_steps(settings: CiSettings) -> dict[str, Step]:
+    """The release job's commands. The index continues the published one's
+    serial (--previous), and publish merges in what earlier releases published
+    and signs the result (--sign): every release after the first needs both."""
     return {
         "validate": Step(name="Validate again", argv=["relocpy", "validate", "$DIST"]),
         "index": Step(
             name="Build and sign the index",
-            argv=["relocpy", "index", "build", "$DIST", "--base-url", "$BASE_URL", "--sign", "$KEY_FILE"],
+            argv=["relocpy", "index", "build", "$DIST", "--base-url", "$BASE_URL", "--sign", "$KEY_FILE",
+                  "--previous", "$PUBLISH_URL"],
         ),
-        "publish": Step(name="Publish", argv=["relocpy", "publish", "$DIST", "--to", "$PUBLISH_URL"]),
+        "publish": Step(
+            name="Publish",
+            argv=["relocpy", "publish", "$DIST", "--to", "$PUBLISH_URL", "--sign", "$KEY_FILE"],
+        ),
     }
 
 
@@ -370,8 +364,8 @@ def _slug(name: str) -> str:
 # --- builder image and engine --------------------------------------------------------
 
 
-def image_archive(cache_dir: Path, settings: CiSettings) -> Path:
-    return cache_dir / f"{settings.image.tag}.tar"
+def image_archive(cache_dir: Path, image: str) -> Path:
+    return cache_dir / f"{image}.tar"
 
 
 def ensure_engine(wait_seconds: float = 60.0) -> None:

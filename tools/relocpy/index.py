@@ -149,13 +149,25 @@ def dist_entries(dist: Path, base_url: str) -> list[IndexEntry]:
 
 
 def previous_serial(dist: Path, previous: str | None) -> int:
-    """The serial the new index must exceed: from --previous, else DIST/index.json, else 0."""
+    """The serial the new index must exceed: from --previous, else DIST/index.json, else 0.
+
+    --previous is an index (URL or path) or a publish location: there,
+    nothing published yet is the first release (0)."""
+    if previous and _is_publish_location(previous):
+        from relocpy.publish import published_index  # publish builds on this module
+
+        data = published_index(previous)
+        return parse_index(data, previous).serial if data is not None else 0
     if previous:
         return parse_index(read_location(previous, MAX_INDEX_BYTES), previous).serial
     existing = dist / INDEX_NAME
     if existing.is_file():
         return parse_index(existing.read_bytes(), str(existing)).serial
     return 0
+
+
+def _is_publish_location(location: str) -> bool:
+    return location.startswith("s3://") or Path(location).is_dir()
 
 
 def build_index(

@@ -15,6 +15,8 @@ from typing import Literal
 from packaging.version import Version
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from relocpy.errors import UsageError
+
 SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
 
 
@@ -66,11 +68,23 @@ class Target(Model):
     libc: Literal["glibc", "musl", "msvcrt", "none"]
     floor: str
     runner: Literal["docker", "native"]
-    image: str = ""
+    image: str = ""  # the base image Docker builds start from
+    image_suite: str = ""  # the Debian suite `relocpy image bootstrap` makes that image from
+    default_variant: str | None = None  # None: variants.toml's default
     toolchain: Literal["gcc", "clang", "zig", "msvc"]
     cflags: list[str] = []
     ldflags: list[str] = []
     dependencies: list[str] = []
+    buildable: bool
+    reason: str = ""
+
+
+class BuildCell(Model):
+    """One target x python x variant, and whether the farm can build it (why not)."""
+
+    target: str
+    python: str
+    variant: str
     buildable: bool
     reason: str = ""
 
@@ -167,8 +181,18 @@ FLAVOR_EXTENSIONS: dict[str, str] = {
     "install_only_stripped": "tar.gz",
     "full": "tar.zst",
 }
+BUILD_TAG_PATTERN = r"[A-Za-z0-9._]+"
+
+
+def check_build_tag(tag: str) -> str:
+    """A build tag is part of every artifact name: refuse one the names cannot carry."""
+    if not re.fullmatch(BUILD_TAG_PATTERN, tag):
+        raise UsageError(f"bad build tag '{tag}': use letters, digits, '.' and '_' only, e.g. 20261124")
+    return tag
+
+
 ARTIFACT_NAME_RE = re.compile(
-    r"^(?P<implementation>cpython)-(?P<version>[0-9][^+]*)\+(?P<build_tag>[A-Za-z0-9._]+)-"
+    r"^(?P<implementation>cpython)-(?P<version>[0-9][^+]*)\+(?P<build_tag>" + BUILD_TAG_PATTERN + r")-"
     r"(?P<platform_tag>(?:manylinux|musllinux|macosx|win)[A-Za-z0-9_]*?)"
     r"(?:-(?P<variant>[a-z+]+))?-(?P<flavor>install_only_stripped|install_only|full)"
     r"\.(?P<ext>tar\.gz|tar\.zst)$"

@@ -8,8 +8,7 @@ from pathlib import Path
 from relocpy.errors import RecipeError, UnknownNameError, UsageError
 from relocpy.models import BuildPlan, DependencyStep, PatchRef, Recipes
 from relocpy.paths import patches_dir, templates_dir
-from relocpy.recipes import get_python, get_target, parse_variant
-from relocpy.toolchain import refused_option
+from relocpy.recipes import get_python, get_target, parse_variant, unbuildable_reason
 
 CPYTHON_TEMPLATE = "cpython.sh.j2"
 
@@ -17,14 +16,10 @@ CPYTHON_TEMPLATE = "cpython.sh.j2"
 def resolve_plan(recipes: Recipes, python: str, target: str, variant: str | None = None) -> BuildPlan:
     python_recipe = get_python(recipes, python)
     target_recipe = get_target(recipes, target)
-    chosen = parse_variant(recipes, variant or recipes.default_variant, python_recipe)
-    if not target_recipe.buildable:
-        raise UnknownNameError(f"target '{target}' is not buildable yet: {target_recipe.reason}")
-    refused = refused_option(target_recipe.toolchain, chosen.options)
-    if refused:
-        raise UsageError(
-            f"variant '{chosen.name}' cannot be built for {target} with the {target_recipe.toolchain} toolchain ({refused})"
-        )
+    chosen = parse_variant(recipes, variant or target_recipe.default_variant or recipes.default_variant, python_recipe)
+    reason = unbuildable_reason(target_recipe, chosen.options)
+    if reason:
+        raise UnknownNameError(f"cannot build variant '{chosen.name}' for {target}: {reason}")
     return BuildPlan(
         python=python_recipe,
         target=target_recipe,

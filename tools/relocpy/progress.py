@@ -20,10 +20,25 @@ from rich.progress import (
 )
 
 console = Console(stderr=True, highlight=False, soft_wrap=True)
+# -1: quiet (warnings and errors only), 0: normal, 1: verbose (-v: also each
+# command a step runs and where its log goes).
+_verbosity = 0
+
+
+def set_verbosity(level: int) -> None:
+    global _verbosity
+    _verbosity = level
 
 
 def info(message: str) -> None:
-    console.print(message)
+    if _verbosity >= 0:
+        console.print(message)
+
+
+def detail(message: str) -> None:
+    """Shown with -v only."""
+    if _verbosity > 0:
+        console.print(message, style="dim")
 
 
 def warn(message: str) -> None:
@@ -34,9 +49,11 @@ def warn(message: str) -> None:
 def step(name: str):
     """Announce a step and how long it took."""
     started = time.monotonic()
-    console.print(f"[bold]==>[/bold] {name}")
+    if _verbosity >= 0:
+        console.print(f"[bold]==>[/bold] {name}")
     yield
-    console.print(f"    {name}: done in {time.monotonic() - started:.1f}s", style="dim")
+    if _verbosity >= 0:
+        console.print(f"    {name}: done in {time.monotonic() - started:.1f}s", style="dim")
 
 
 class TransferProgress:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import fcntl
 import hashlib
+import re
 import shutil
 import uuid
 from dataclasses import dataclass, field
@@ -162,15 +163,27 @@ def _content_type(name: str) -> str:
     return "application/zstd" if name.endswith(".zst") else "application/gzip"
 
 
+URL_SCHEME_RE = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*:")
+
+
 def open_target(to: str, endpoint_url: str | None = None):
     if to.startswith("s3://"):
         return S3Target(to, endpoint_url)
-    if "://" in to:
-        raise PublishError(f"unsupported target {to!r}: use a directory or s3://BUCKET/PREFIX")
+    # Anything that starts like a URL is one: `s3:/bucket` is a typo to refuse,
+    # not a directory named "s3:" to create.
+    if URL_SCHEME_RE.match(to):
+        raise PublishError(f"unsupported target {to!r}: use a directory or s3://BUCKET/PREFIX "
+                           "(a directory whose name has ':' before any '/' must be written ./NAME)")
     return DirTarget(Path(to).expanduser().absolute())
 
 
 # --- publishing ------------------------------------------------------------------------
+
+
+def published_index(location: str) -> bytes | None:
+    """The index at a publish location (directory or s3://), None when nothing is published there yet."""
+    data, _token = open_target(location).read_index()
+    return data
 
 
 def local_files(dist: Path, index: Index) -> list[tuple[str, Path, str]]:

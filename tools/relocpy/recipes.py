@@ -10,7 +10,7 @@ from packaging.version import InvalidVersion, Version
 from pydantic import BaseModel, ValidationError
 
 from relocpy.errors import RecipeError, UnknownNameError
-from relocpy.models import Dependency, PythonRecipe, Recipes, Target, Variant, VariantOption
+from relocpy.models import BuildCell, Dependency, PythonRecipe, Recipes, Target, Variant, VariantOption
 from relocpy.paths import patches_dir, recipes_dir, templates_dir
 
 RECIPE_FILES = ("targets.toml", "dependencies.toml", "pythons.toml", "variants.toml")
@@ -21,10 +21,10 @@ def load_recipes(directory: Path | None = None) -> Recipes:
     raw = {name: _read_toml(directory / name) for name in RECIPE_FILES}
     variants = raw["variants.toml"]
     recipes = Recipes(
-        targets=_table(directory / "targets.toml", raw["targets.toml"], Target, "triple"),
-        dependencies=_table(directory / "dependencies.toml", raw["dependencies.toml"], Dependency, "name"),
-        pythons=_table(directory / "pythons.toml", raw["pythons.toml"], PythonRecipe, "version"),
-        options=_table(directory / "variants.toml", variants.get("options", {}), VariantOption, "name", "options."),
+        targets=_table(directory / "targets.toml", *_with_defaults(raw["targets.toml"]), Target, "triple"),
+        dependencies=_table(directory / "dependencies.toml", raw["dependencies.toml"], {}, Dependency, "name"),
+        pythons=_table(directory / "pythons.toml", *_with_defaults(raw["pythons.toml"]), PythonRecipe, "version"),
+        options=_table(directory / "variants.toml", variants.get("options", {}), {}, VariantOption, "name", "options."),
         default_variant=_required(directory / "variants.toml", variants, "default"),
         unnamed_variant=_required(directory / "variants.toml", variants, "unnamed"),
         published_variants=_required(directory / "variants.toml", variants, "published"),
@@ -53,14 +53,21 @@ def _required(path: Path, data: dict, key: str) -> Any:
     return data[key]
 
 
-def _table(path: Path, data: dict, model: type[BaseModel], key_field: str, prefix: str = "") -> dict:
+def _with_defaults(data: dict) -> tuple[dict, dict]:
+    """A file's [defaults] table applies to every other section, which may
+    override any field: a new python or target states only what differs."""
+    sections = {key: value for key, value in data.items() if key != "defaults"}
+    return sections, data.get("defaults", {})
+
+
+def _table(path: Path, data: dict, defaults: dict, model: type[BaseModel], key_field: str, prefix: str = "") -> dict:
     """Validate each [section] of a recipe file; the section name is the key."""
     out = {}
     for key, fields in data.items():
         if not isinstance(fields, dict):
             raise RecipeError(f"{path}: [{prefix}{key}]: expected a table")
         try:
-            out[key] = model(**{key_field: key, **fields})
+            out[key] = model(**{key_field: key, **defaults, **fields})
         except ValidationError as exc:
             error = exc.errors()[0]
             where = ".".join(str(part) for part in error["loc"])
@@ -88,6 +95,9 @@ def check_recipes(recipes: Recipes) -> list[str]:
         for patch in python.patches:
             if not (patches_dir() / patch).is_file():
                 problems.append(f"pythons.toml: [{version}].patches: missing patches/{patch}")
+    for triple, target in recipes.targets.items():
+        if target.runner == "docker" and not (target.image and target.image_suite):
+            problems.append(f"targets.toml: [{triple}]: the docker runner needs image and image_suite")
     problems += _variant_problems(recipes)
     cycle = _find_cycle(recipes)
     if cycle:
@@ -101,7 +111,8 @@ def _variant_problems(recipes: Recipes) -> list[str]:
         for other in option.conflicts:
             if other not in recipes.options:
                 problems.append(f"variants.toml: [options.{name}].conflicts: unknown option '{other}'")
-    for variant in [recipes.default_variant, recipes.unnamed_variant, *recipes.published_variants]:
+    target_defaults = [t.default_variant for t in recipes.targets.values() if t.default_variant]
+    for variant in [recipes.default_variant, recipes.unnamed_variant, *recipes.published_variants, *target_defaults]:
         try:
             parse_variant(recipes, variant)
         except UnknownNameError as exc:
@@ -192,3 +203,34 @@ def supported_variants(recipes: Recipes, python: PythonRecipe) -> list[str]:
             continue
         supported.append(name)
     return supported
+
+
+# --- what the farm builds ------------------------------------------------------
+
+
+def cells(recipes: Recipes) -> list[BuildCell]:
+    """Every target x python x published variant the python supports, each
+    marked buildable or not, with why. The one definition of "buildable":
+    `recipes list`, `fetch --all`, `plan`/`build` and `ci matrix` all use it."""
+    out = []
+    for triple in sorted(recipes.targets):
+        target = recipes.targets[triple]
+        for version, python in recipes.pythons.items():
+            for variant in supported_variants(recipes, python):
+                reason = unbuildable_reason(target, variant.split("+"))
+                out.append(BuildCell(target=triple, python=version, variant=variant, buildable=not reason, reason=reason))
+    return out
+
+
+def unbuildable_reason(target: Target, options: list[str]) -> str:
+    """Why this target cannot build a variant of these options ("" if it can)."""
+    from relocpy.toolchain import refused_option  # toolchain imports models, not recipes
+
+    if not target.buildable:
+        return f"not buildable yet: {target.reason}"
+    refused = refused_option(target.toolchain, options)
+    return f"the {target.toolchain} toolchain cannot build {refused}" if refused else ""
+
+
+def buildable_cells(recipes: Recipes) -> list[BuildCell]:
+    return [cell for cell in cells(recipes) if cell.buildable]

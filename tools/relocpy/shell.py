@@ -13,6 +13,7 @@ from collections import deque
 from pathlib import Path
 
 from relocpy.errors import StepFailed
+from relocpy.progress import detail
 
 TAIL_LINES = 25
 
@@ -25,6 +26,7 @@ def run(
     cwd: Path | None = None,
 ) -> None:
     log.parent.mkdir(parents=True, exist_ok=True)
+    detail(f"    {step}: {shlex.join(argv)}  (log: {log})")
     with log.open("ab") as out:
         out.write(f"$ {shlex.join(argv)}\n".encode())
         out.flush()

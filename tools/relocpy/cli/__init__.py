@@ -1,78 +1,134 @@
-"""The `relocpy` command: an invoke Program over the task collections below.
+"""The `relocpy` command line, on argparse.
 
-Each module of this package holds the verbs of one area. Verbs in a
-sub-collection are typed with a space (`relocpy recipes check`); invoke's own
-dotted form (`relocpy recipes.check`) works too.
+Each module of this package registers the verbs of one area on the parser
+(`register(commands)`); a group of verbs is a sub-parser of its own
+(`relocpy recipes check`), so `relocpy recipes --help` lists them. Handlers
+import the library lazily: `relocpy install` must not pay for the build side.
+
+Usage errors (a typo, a missing or ill-typed value) are one
+`relocpy: error:` line and exit 2, with a suggestion where one is close.
 """
 
 from __future__ import annotations
 
-import importlib
+import argparse
+import difflib
 import os
+import re
 import signal
 import sys
 
-from invoke import Collection, Program
-
 from relocpy import __version__
-from relocpy.cli import install
 from relocpy.errors import RelocpyError
-from relocpy.progress import console
 
-AREAS = ["sources", "build", "ci", "image", "trust", "install"]
-CLIENT_VERBS = {"install", "list", "run", "uninstall"}
-
-
-def areas(argv: list[str]) -> list:
-    """The client verbs need only their own area: importing the build side costs ~0.3 s a call."""
-    if len(argv) >= 2 and argv[1] in CLIENT_VERBS:
-        return [install]
-    return [importlib.import_module(f"relocpy.cli.{name}") for name in AREAS]
+AREAS = ("sources", "build", "trust", "install", "image", "ci")
+EXIT_USAGE = 2
 
 
-def namespace(argv: list[str] | None = None) -> Collection:
-    root = Collection()
-    for area in areas(argv or []):
-        for task in getattr(area, "TASKS", []):
-            root.add_task(task)
-        for name, tasks in getattr(area, "COLLECTIONS", {}).items():
-            root.add_collection(Collection(name, *tasks))
-    return root
+class UsageFailure(Exception):
+    """argparse found a usage error; main() prints it as one line."""
+
+    def __init__(self, command: str, message: str):
+        super().__init__(message)
+        self.command = command
 
 
-class RelocpyProgram(Program):
-    def print_help(self) -> None:
-        print(f"Usage: {self.binary} <command> [--options]   ({self.binary} <command> --help for its flags)")
-        print()
-        print("Build relocatable CPython interpreters from pinned sources, and publish and install them.")
-        print("Global options: --help, --version, --list")
-        print()
-        self.list_tasks()
+class Parser(argparse.ArgumentParser):
+    """argparse, but errors become one line with a suggestion, not usage + exit."""
+
+    def parse_known_args(self, args=None, namespace=None):
+        self._words = list(args or [])  # for error(): argparse checks required flags before unknown ones
+        return super().parse_known_args(args, namespace)
+
+    def error(self, message: str):
+        unknown = [w for w in getattr(self, "_words", []) if w.startswith("-") and not self._knows(w)]
+        if unknown and message.startswith("the following arguments are required"):
+            message = _unknown_argument(self, unknown[0])  # the typo is the likelier cause
+        raise UsageFailure(self.prog, _with_suggestion(self, message))
+
+    def _knows(self, word: str) -> bool:
+        flag = word.split("=", 1)[0]
+        return word == "--" or any(flag in action.option_strings for action in self._actions)
 
 
-def join_subcommand(argv: list[str], root: Collection) -> list[str]:
-    """`relocpy recipes check ...` -> `relocpy recipes.check ...`."""
-    if len(argv) >= 3 and argv[1] in root.collections:
-        sub = root.collections[argv[1]]
-        if argv[2] in sub.tasks or argv[2] in sub.task_names:
-            return [argv[0], f"{argv[1]}.{argv[2]}", *argv[3:]]
-    return argv
+def _with_suggestion(parser: argparse.ArgumentParser, message: str) -> str:
+    bad = re.match(r"argument (\S+): invalid choice: '?([^' ]*)'?", message)
+    if not bad:
+        return message.removeprefix("argument ")
+    name, word = bad.groups()
+    action = next(a for a in parser._actions if name in (*a.option_strings, a.metavar, a.dest))
+    choices = list(action.choices)
+    problem = f"unknown command '{word}'" if not action.option_strings else f"{name}: unknown value '{word}'"
+    return _suggest(problem, word, choices, f"known: {', '.join(choices)}")
 
 
-def split_run_args(argv: list[str]) -> list[str]:
-    """`relocpy run 3.13 -- ARGS`: keep ARGS as a list, quoting intact, for the run verb."""
-    if len(argv) >= 2 and argv[1] == "run" and "--" in argv:
+def _suggest(problem: str, word: str, candidates, fallback: str) -> str:
+    close = difflib.get_close_matches(word, list(candidates), n=1, cutoff=0.6)
+    return f"{problem} (did you mean '{close[0]}'?)" if close else f"{problem} ({fallback})"
+
+
+def build_parser() -> Parser:
+    from importlib import import_module
+
+    parser = Parser(
+        prog="relocpy",
+        description="Build relocatable CPython interpreters from pinned sources, and publish and install them.",
+        epilog="`relocpy COMMAND --help` explains a command's flags.",
+    )
+    parser.add_argument("--version", action="version", version=f"relocpy {__version__}")
+    verbosity = parser.add_mutually_exclusive_group()
+    verbosity.add_argument("-q", "--quiet", action="store_true", help="print only results, warnings and errors")
+    verbosity.add_argument("-v", "--verbose", action="store_true", help="also print each command a step runs and its log file")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", title="commands", parser_class=Parser)
+    for area in AREAS:
+        import_module(f"relocpy.cli.{area}").register(commands)
+    return parser
+
+
+def group(commands, name: str, help: str):
+    """A group of verbs (`relocpy NAME VERB`); returns where its verbs are added."""
+    parser = commands.add_parser(name, help=help, description=help)
+    parser.set_defaults(handler=None, group_parser=parser)
+    return parser.add_subparsers(dest="verb", metavar="VERB", title="commands", parser_class=Parser)
+
+
+def verb(commands, name: str, handler, help: str, description: str | None = None) -> Parser:
+    parser = commands.add_parser(name, help=help, description=description or help)
+    parser.set_defaults(handler=handler, verb_parser=parser)
+    return parser
+
+
+def _split_run_args(argv: list[str]) -> tuple[list[str], list[str]]:
+    """`relocpy run 3.13 -- ARGS`: ARGS go to the interpreter untouched."""
+    if argv and argv[0] == "run" and "--" in argv:
         cut = argv.index("--")
-        install.RUN_ARGS[:] = argv[cut + 1:]
-        return argv[:cut]
-    return argv
+        return argv[:cut], argv[cut + 1:]
+    return argv, []
 
 
-def help_first(argv: list[str], root: Collection) -> list[str]:
-    """`relocpy install --help` -> `relocpy --help install` (a positional would take '--help')."""
-    if len(argv) >= 3 and argv[2] in ("--help", "-h") and (argv[1] in root.tasks or argv[1] in root.task_names):
-        return [argv[0], "--help", argv[1]]
-    return argv
+def parse(argv: list[str]) -> argparse.Namespace:
+    argv, passthrough = _split_run_args(argv)
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    args.passthrough = passthrough
+    if extra:
+        leaf = getattr(args, "verb_parser", None) or getattr(args, "group_parser", None) or parser
+        raise UsageFailure(leaf.prog, _unknown_argument(leaf, extra[0]))
+    if args.command is None:
+        raise UsageFailure("relocpy", "a command is needed (see `relocpy --help`)")
+    if args.handler is None:
+        group_parser = args.group_parser
+        names = ", ".join(group_parser._subparsers._group_actions[0].choices)
+        raise UsageFailure(group_parser.prog, f"a command is needed: {names}")
+    return args
+
+
+def _unknown_argument(parser: argparse.ArgumentParser, word: str) -> str:
+    if not word.startswith("-"):
+        return f"unexpected argument '{word}'"
+    flag = word.split("=", 1)[0]
+    flags = [option for action in parser._actions for option in action.option_strings]
+    return _suggest(f"unknown flag {flag}", flag, flags, f"see `{parser.prog} --help`")
 
 
 def _raise_interrupt(signum, frame):
@@ -80,19 +136,21 @@ def _raise_interrupt(signum, frame):
 
 
 def main(argv: list[str] | None = None) -> None:
-    argv = list(sys.argv if argv is None else argv)
-    root = namespace(argv)
-    argv = help_first(join_subcommand(split_run_args(argv), root), root)
-    program = RelocpyProgram(namespace=root, version=__version__, name="relocpy", binary="relocpy")
+    argv = list(sys.argv[1:] if argv is None else argv[1:])
     # A terminated build cleans up like an interrupted one (stops its step's
     # processes, leaves nothing in --dist).
     signal.signal(signal.SIGTERM, _raise_interrupt)
     try:
-        program.run(argv)
+        args = parse(argv)
+        from relocpy import progress
+
+        progress.set_verbosity(-1 if args.quiet else 1 if args.verbose else 0)
+        args.handler(args)
+    except UsageFailure as exc:
+        _fail(f"{exc.command.removeprefix('relocpy').strip() + ': ' if exc.command != 'relocpy' else ''}{exc}",
+              EXIT_USAGE)
     except RelocpyError as exc:
-        console.file.flush()
-        print(f"relocpy: error: {exc}", file=sys.stderr)
-        sys.exit(exc.exit_code)
+        _fail(str(exc), exc.exit_code)
     except KeyboardInterrupt:
         print("relocpy: interrupted", file=sys.stderr)
         sys.exit(130)
@@ -100,3 +158,11 @@ def main(argv: list[str] | None = None) -> None:
         # The reader went away (`relocpy recipes list | head`): not an error.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         sys.exit(0)
+
+
+def _fail(message: str, code: int) -> None:
+    from relocpy.progress import console
+
+    console.file.flush()
+    print(f"relocpy: error: {message}", file=sys.stderr)
+    sys.exit(code)

@@ -5,73 +5,95 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from invoke import task
+from relocpy.cli import group, verb
+from relocpy.cli.options import add_json
 
-from relocpy import ci
-from relocpy.cli.options import print_json
-from relocpy.paths import ci_dir, project_root
-from relocpy.progress import info
-from relocpy.recipes import load_recipes
-
-MATRIX_HELP = {
-    "json": "print the matrix as JSON",
-    "event": "push (every buildable cell) or pull_request (the small subset in ci/settings.toml)",
-    "build_tag": "build tag the artifacts carry (default: the UTC date of the checked-out commit)",
-    "github_output": "also append the shards as step outputs to this file (GitHub's $GITHUB_OUTPUT)",
-}
-CELL_HELP = {
-    "python": "only cells of this python (default: every one)",
-    "target": "only cells of this target triple",
-    "variant": "only cells of this variant",
-    "event": "push (the full matrix, default) or pull_request (the subset)",
-    "build_tag": "build tag (default: the UTC date of the checked-out commit)",
-    "dist": "directory for the archives and their metadata (default: dist)",
-    "image_cache": "directory holding a saved builder image (loaded if present, saved after bootstrap)",
-}
 LOG_DIR = Path("work") / "logs" / "ci"  # step logs, beside (not inside) dist/
-RELEASE_HELP = {
-    "dist": "directory holding every archive and its metadata (default: dist)",
-    "base_url": "base URL the index's relative artifact URLs resolve against",
-    "sign": "Ed25519 private key file that signs the index",
-    "to": "where to publish, e.g. s3://bucket/prefix",
-}
 
 
-def _settings() -> ci.CiSettings:
+def _add_event_and_tag(parser) -> None:
+    parser.add_argument("--event", choices=["push", "pull_request"], default="push",
+                        help="push (every buildable cell, default) or pull_request (the subset in ci/settings.toml)")
+    parser.add_argument("--build-tag", metavar="TAG",
+                        help="build tag the artifacts carry (default: the UTC date of the checked-out commit)")
+
+
+def _add_image_cache(parser) -> None:
+    parser.add_argument("--image-cache", metavar="DIR",
+                        help="directory holding saved base images (loaded if present, saved after bootstrap)")
+
+
+def register(commands) -> None:
+    ci = group(commands, "ci", "the CI matrix, the generated workflows, and the steps they run")
+    parser = verb(ci, "matrix", matrix, "every buildable cell with its runner, cut into shards of at most 256 jobs")
+    add_json(parser, "the matrix")
+    _add_event_and_tag(parser)
+    parser.add_argument("--github-output", metavar="FILE",
+                        help="also append the shards as step outputs to this file (GitHub's $GITHUB_OUTPUT)")
+    parser = verb(ci, "generate", generate, "render .github/workflows/ from ci/templates/ and ci/settings.toml")
+    parser.add_argument("--check", action="store_true", help="write nothing; exit 1 naming the first workflow that differs")
+    verb(ci, "engine", engine, "make sure a Docker engine answers, starting the system service if needed")
+    parser = verb(ci, "image", image, "load or bootstrap the base image of every docker cell (or of --target)")
+    parser.add_argument("--target", metavar="TRIPLE", help="only this target's image")
+    _add_image_cache(parser)
+    parser = verb(ci, "cell", cell, "run a build job's steps (engine, image, build, validate) for each matching cell")
+    parser.add_argument("--python", metavar="VERSION", help="only cells of this python (default: every one)")
+    parser.add_argument("--target", metavar="TRIPLE", help="only cells of this target")
+    parser.add_argument("--variant", metavar="VARIANT", help="only cells of this variant")
+    _add_event_and_tag(parser)
+    parser.add_argument("--dist", default="dist", metavar="DIR", help="directory for the archives (default: dist)")
+    _add_image_cache(parser)
+    parser = verb(ci, "release", release, "run the release job's steps: validate again, build and sign the index "
+                  "(continuing the published serial), publish (merging earlier releases)")
+    parser.add_argument("--dist", default="dist", metavar="DIR", help="directory holding every archive and its metadata")
+    parser.add_argument("--base-url", required=True, metavar="URL", help="base URL the index's artifact URLs resolve against")
+    parser.add_argument("--sign", required=True, metavar="KEYFILE", help="Ed25519 private key file that signs the index")
+    parser.add_argument("--to", required=True, metavar="DIR_OR_S3_URL", help="where to publish: a directory or s3://BUCKET/PREFIX")
+
+
+def _settings():
+    from relocpy import ci
+    from relocpy.paths import ci_dir
+
     return ci.load_settings(ci_dir())
 
 
-def _matrix(event: str, build_tag: str | None) -> ci.Matrix:
-    tag = ci.resolve_build_tag(build_tag, project_root())
-    return ci.build_matrix(load_recipes(), _settings(), event, tag)
+def _matrix(event: str, build_tag: str | None):
+    from relocpy import ci
+    from relocpy.paths import project_root
+    from relocpy.recipes import load_recipes
+
+    return ci.build_matrix(load_recipes(), _settings(), event, ci.resolve_build_tag(build_tag, project_root()))
 
 
-@task(help=MATRIX_HELP)
-def matrix(c, json=False, event="push", build_tag=None, github_output=None):
-    """Every buildable target x python x variant with its runner, cut into shards of at most 256 jobs."""
-    computed = _matrix(event, build_tag)
-    if github_output:
-        with open(github_output, "a", encoding="utf-8") as handle:
+def matrix(args) -> None:
+    from relocpy import ci
+    from relocpy.cli.options import print_json
+
+    computed = _matrix(args.event, args.build_tag)
+    if args.github_output:
+        with open(args.github_output, "a", encoding="utf-8") as handle:
             handle.write(ci.github_outputs(computed, _settings().matrix.max_shards))
-    if json:
+    if args.json:
         print_json({
             "event": computed.event,
             "build_tag": computed.build_tag,
             "cells": len(computed.cells),
-            "shards": [{"include": [cell.model_dump(by_alias=True) for cell in s]} for s in computed.shards],
+            "shards": [{"include": [c.model_dump(by_alias=True) for c in s]} for s in computed.shards],
         })
         return
     for index, cells in enumerate(computed.shards):
-        for cell in cells:
-            print(f"shard {index}  {cell.python:<9} {cell.target:<28} {cell.variant:<22} {cell.runs_on} ({cell.builder})")
-    print(f"{len(computed.cells)} cells in {len(computed.shards)} shard(s) for {event}, build tag {computed.build_tag}")
+        for c in cells:
+            print(f"shard {index}  {c.python:<9} {c.target:<28} {c.variant:<22} {c.runs_on} ({c.builder})")
+    print(f"{len(computed.cells)} cells in {len(computed.shards)} shard(s) for {args.event}, build tag {computed.build_tag}")
 
 
-@task(help={"check": "write nothing; exit non-zero naming the first workflow that differs"})
-def generate(c, check=False):
-    """Render .github/workflows/ from ci/templates/ and ci/settings.toml."""
+def generate(args) -> None:
+    from relocpy import ci
+    from relocpy.paths import project_root
+
     root = project_root()
-    if check:
+    if args.check:
         ci.check_workflows(root)
         print("workflows match ci/templates")
         return
@@ -82,63 +104,60 @@ def generate(c, check=False):
         print("workflows already up to date")
 
 
-@task
-def engine(c):
-    """Make sure a Docker engine answers, starting the system service if needed."""
+def engine(args) -> None:
+    from relocpy import ci
+    from relocpy.progress import info
+
     ci.ensure_engine()
     info("docker engine ready")
 
 
-@task(help={"cache_dir": CELL_HELP["image_cache"]})
-def image(c, cache_dir=None):
-    """Load the builder image from a saved archive, or bootstrap it (and save it)."""
-    _builder_image(_settings(), Path(cache_dir) if cache_dir else None)
+def image(args) -> None:
+    cells = [c for c in _matrix("push", None).cells if c.docker and (args.target is None or c.target == args.target)]
+    _base_images(cells, args.image_cache)
 
 
-def _builder_image(settings: ci.CiSettings, cache_dir: Path | None) -> None:
-    from relocpy import shell
+def _base_images(cells, image_cache: str | None) -> None:
+    """Each docker cell's base image: loaded from the image cache, else bootstrapped (and saved there)."""
+    from relocpy import ci, shell
 
-    log_dir = LOG_DIR
-    archive = ci.image_archive(cache_dir, settings) if cache_dir else None
-    if archive and archive.is_file():
-        shell.run("load builder image", ["docker", "load", "--input", str(archive)], log_dir / "image.log")
-        return
-    ci.run_steps([ci.cell_steps(settings)["bootstrap"]], {}, log_dir)
-    if archive:
-        archive.parent.mkdir(parents=True, exist_ok=True)
-        shell.run("save builder image", ["docker", "save", "--output", str(archive), settings.image.tag],
-                  log_dir / "image.log")
+    for name, suite in sorted({(c.image, c.image_suite) for c in cells}):
+        archive = ci.image_archive(Path(image_cache), name) if image_cache else None
+        log = LOG_DIR / f"image-{name}.log"
+        if archive and archive.is_file():
+            shell.run(f"load {name}", ["docker", "load", "--input", str(archive)], log)
+            continue
+        ci.run_steps([ci.cell_steps(_settings())["bootstrap"]], {"IMAGE": name, "IMAGE_SUITE": suite}, LOG_DIR)
+        if archive:
+            archive.parent.mkdir(parents=True, exist_ok=True)
+            shell.run(f"save {name}", ["docker", "save", "--output", str(archive), name], log)
 
 
-@task(help=CELL_HELP)
-def cell(c, python=None, target=None, variant=None, event="push", build_tag=None, dist="dist", image_cache=None):
-    """Run a build job's steps (engine, image, build, validate) for each matching matrix cell."""
-    settings = _settings()
-    computed = _matrix(event, build_tag)
+def cell(args) -> None:
+    from relocpy import ci
+
+    computed = _matrix(args.event, args.build_tag)
     chosen = [
-        x for x in computed.cells
-        if (python is None or x.python == python or x.python.startswith(python + "."))
-        and (target is None or x.target == target)
-        and (variant is None or x.variant == variant)
+        c for c in computed.cells
+        if (args.python is None or c.python == args.python or c.python.startswith(args.python + "."))
+        and (args.target is None or c.target == args.target)
+        and (args.variant is None or c.variant == args.variant)
     ]
     if not chosen:
         raise ci.CiError("no matrix cell matches (see `relocpy ci matrix`)")
-    if any(x.docker for x in chosen):
+    if any(c.docker for c in chosen):
         ci.ensure_engine()
-        _builder_image(settings, Path(image_cache) if image_cache else None)
-    steps = ci.cell_steps(settings)
-    for x in chosen:
-        values = {"PYTHON": x.python, "TARGET": x.target, "VARIANT": x.variant, "BUILDER": x.builder,
-                  "BUILD_TAG": computed.build_tag, "DIST": dist}
-        ci.run_steps([steps["build"], steps["validate"]], values, LOG_DIR / x.artifact)
+        _base_images([c for c in chosen if c.docker], args.image_cache)
+    steps = ci.cell_steps(_settings())
+    for c in chosen:
+        values = {"PYTHON": c.python, "TARGET": c.target, "VARIANT": c.variant, "BUILDER": c.builder,
+                  "BUILD_TAG": computed.build_tag, "DIST": args.dist}
+        ci.run_steps([steps["build"], steps["validate"]], values, LOG_DIR / c.artifact)
 
 
-@task(help=RELEASE_HELP)
-def release(c, base_url, sign, to, dist="dist"):
-    """Run the release job's steps: validate again, build and sign the index, publish."""
+def release(args) -> None:
+    from relocpy import ci
+
     steps = ci.release_steps(_settings())
-    values = {"DIST": dist, "BASE_URL": base_url, "KEY_FILE": sign, "PUBLISH_URL": to}
+    values = {"DIST": args.dist, "BASE_URL": args.base_url, "KEY_FILE": args.sign, "PUBLISH_URL": args.to}
     ci.run_steps(list(steps.values()), values, LOG_DIR / "release")
-
-
-COLLECTIONS = {"ci": [matrix, generate, engine, image, cell, release]}

@@ -2,56 +2,46 @@
 
 from __future__ import annotations
 
-from invoke import task
-
-from relocpy.errors import UsageError
-from relocpy.images import BootstrapRequest, bootstrap_base, default_tag
-from relocpy.progress import info, step
-from relocpy.recipes import get_target, load_recipes
-from relocpy.runners.docker import DockerRunner
-from relocpy.settings import user_cache_dir
+from relocpy.cli import group, verb
 
 
-def _require(verb: str, **flags) -> None:
-    # Defaults of None keep these flags out of invoke's positional arguments,
-    # which would otherwise swallow `--help`.
-    for flag, value in flags.items():
-        if not value:
-            raise UsageError(f"{verb} needs --{flag}")
+def register(commands) -> None:
+    image = group(commands, "image", "container images: Debian base images and the targets' builder images")
+    parser = verb(image, "bootstrap", image_bootstrap,
+                  "make a minimal Debian base image with debootstrap and `docker import` (needs root)")
+    parser.add_argument("--suite", required=True, metavar="SUITE", help="Debian suite to debootstrap, e.g. bookworm")
+    parser.add_argument("--tag", metavar="TAG", help="image tag to create (default: relocpy-SUITE)")
+    parser.add_argument("--debian-mirror", metavar="URL", help="Debian mirror URL (default: debootstrap's own default)")
+    parser.add_argument("--force", action="store_true", help="rebuild even when the tag already exists")
+    parser = verb(image, "build", image_build, "build the target's builder image now (builds also build it on first use)")
+    parser.add_argument("--target", required=True, metavar="TRIPLE", help="target triple, e.g. x86_64-unknown-linux-gnu")
 
 
 def _log(name: str):
+    from relocpy.settings import user_cache_dir
+
     return user_cache_dir() / "logs" / f"{name}.log"
 
 
-@task(
-    name="bootstrap",
-    help={
-        "suite": "Debian suite to debootstrap, e.g. bullseye or bookworm",
-        "tag": "image tag to create (default: relocpy-<suite>)",
-        "mirror": "Debian mirror URL (default: debootstrap's own default)",
-        "force": "rebuild even when the tag already exists",
-    },
-)
-def image_bootstrap(c, suite=None, tag=None, mirror=None, force=False):
-    """Make a minimal Debian base image with debootstrap and `docker import` (needs root)."""
-    _require("image bootstrap", suite=suite)
-    request = BootstrapRequest(suite=suite, tag=tag or default_tag(suite), mirror=mirror, force=force)
-    log = _log(f"image-bootstrap-{suite}")
+def image_bootstrap(args) -> None:
+    from relocpy.images import BootstrapRequest, bootstrap_base, default_tag
+    from relocpy.progress import info, step
+
+    request = BootstrapRequest(suite=args.suite, tag=args.tag or default_tag(args.suite), mirror=args.debian_mirror,
+                               force=args.force)
+    log = _log(f"image-bootstrap-{args.suite}")
     with step(f"base image {request.tag}"):
         made = bootstrap_base(request, log)
     info(f"{request.tag}: {'created' if made else 'exists, kept (use --force to rebuild)'}  (log: {log})")
 
 
-@task(name="build", help={"target": "target triple, e.g. x86_64-unknown-linux-gnu"})
-def image_build(c, target=None):
-    """Build the target's builder image now (runs also build it on first use)."""
-    _require("image build", target=target)
-    recipe = get_target(load_recipes(), target)
-    log = _log(f"image-build-{target}")
-    with step(f"builder image for {target}"):
+def image_build(args) -> None:
+    from relocpy.progress import info, step
+    from relocpy.recipes import get_target, load_recipes
+    from relocpy.runners.docker import DockerRunner
+
+    recipe = get_target(load_recipes(), args.target)
+    log = _log(f"image-build-{args.target}")
+    with step(f"builder image for {args.target}"):
         tag = DockerRunner(recipe).ensure_image(log)
-    info(f"{target}: {tag}  (log: {log})")
-
-
-COLLECTIONS = {"image": [image_bootstrap, image_build]}
+    info(f"{args.target}: {tag}  (log: {log})")

@@ -1,88 +1,111 @@
-"""Verbs for the client side: install, list, run, uninstall."""
+"""Verbs for the client side: install, list, run, uninstall.
+
+Handlers import only the client half of the library: no toolchain, no build.
+"""
 
 from __future__ import annotations
 
 import os
 import sys
 
-from invoke import task
+from relocpy.cli import verb
+from relocpy.cli.options import add_json, add_trust
 
-from relocpy import install as installer
-from relocpy.cli.options import TRUST_HELP
-from relocpy.errors import InstallError
-from relocpy.settings import ClientSettings
-
-CLIENT_HELP = {
-    "index": "index URL or path (also RELOCPY_INDEX_URL or index_url in the config file)",
-    "install_dir": "versions directory (also RELOCPY_INSTALL_DIR; default: <user data dir>/versions)",
-    "variant": "build variant, e.g. freethreaded (default: the default build)",
-    **TRUST_HELP,
-}
+SPEC_HELP = "3.13, 3.13.15 or cpython@3.13"
 
 
-
-def _help(*names: str, **extra: str) -> dict[str, str]:
-    """Help text for just the flags a verb has (invoke refuses help for missing ones)."""
-    return {**{n: CLIENT_HELP[n] for n in names}, **extra}
-
-
-# Arguments after `--` for `relocpy run`, kept as a list (invoke joins them into one string).
-RUN_ARGS: list[str] = []
+def _add_index(parser) -> None:
+    parser.add_argument("--index", metavar="URL", help="index URL or path (also RELOCPY_INDEX_URL or index_url in the config file)")
+    add_trust(parser)
 
 
-def _settings(index=None, trusted_key=None, install_dir=None) -> ClientSettings:
-    return ClientSettings.resolve(index_url=index, trusted_keys=list(trusted_key or []), install_dir=install_dir)
+def _add_install_dir(parser) -> None:
+    parser.add_argument("--install-dir", metavar="DIR",
+                        help="versions directory (also RELOCPY_INSTALL_DIR; default: <user data dir>/versions)")
 
 
-@task(
-    positional=["spec"],
-    iterable=["trusted_key"],
-    help={
-        "spec": "3.13, 3.13.15 or cpython@3.13",
-        "flavor": "install_only or install_only_stripped (default: stripped if there is one)",
-        "reinstall": "replace an installed version (atomically)",
-        **_help("index", "install_dir", "variant", "trusted_key"),
-    },
-)
-def install(c, spec, index=None, trusted_key=None, variant=None, flavor=None, reinstall=False, install_dir=None):
-    """Install the best interpreter for this host from a signed index."""
-    settings = _settings(index, trusted_key, install_dir)
-    installer.install(spec, settings, variant=variant, flavor=flavor, reinstall=reinstall)
+def _add_variant(parser) -> None:
+    parser.add_argument("--variant", metavar="VARIANT", help="build variant, e.g. freethreaded (default: the default build)")
 
 
-@task(name="list", iterable=["trusted_key"], help=_help("index", "install_dir", "trusted_key", available="also list what the index offers for this host"))
-def list_(c, available=False, index=None, trusted_key=None, install_dir=None):
-    """Installed interpreters (and, with --available, those the index offers for this host)."""
-    settings = _settings(index, trusted_key, install_dir)
-    for item in installer.installed(settings.install_dir):
-        print(f"{item.name:<32} installed  {item.prefix}")
-    if available:
-        source, index_ = installer.fetch_index(settings)
+def register(commands) -> None:
+    parser = verb(commands, "install", install, "install the best interpreter for this host from a signed index")
+    parser.add_argument("spec", metavar="SPEC", help=SPEC_HELP)
+    _add_index(parser)
+    _add_variant(parser)
+    parser.add_argument("--flavor", choices=["install_only_stripped", "install_only"],
+                        help="which archive to install (default: the stripped one if the index has it)")
+    parser.add_argument("--reinstall", action="store_true", help="replace an installed version (atomically)")
+    _add_install_dir(parser)
+
+    parser = verb(commands, "list", list_, "installed interpreters (and, with --available, what the index offers this host)")
+    parser.add_argument("--available", action="store_true", help="also list what the index offers for this host")
+    _add_index(parser)
+    _add_install_dir(parser)
+    add_json(parser, "the interpreters")
+
+    parser = verb(commands, "run", run, "run an installed interpreter: relocpy run 3.13 -- ARGS")
+    parser.add_argument("spec", metavar="SPEC", help=SPEC_HELP)
+    _add_variant(parser)
+    _add_install_dir(parser)
+
+    parser = verb(commands, "uninstall", uninstall, "remove an installed interpreter")
+    parser.add_argument("spec", metavar="SPEC", help=SPEC_HELP)
+    _add_variant(parser)
+    _add_install_dir(parser)
+
+
+def _settings(args):
+    from relocpy.settings import ClientSettings
+
+    return ClientSettings.resolve(
+        index_url=getattr(args, "index", None),
+        trusted_keys=list(getattr(args, "trusted_key", None) or []),
+        install_dir=args.install_dir,
+    )
+
+
+def install(args) -> None:
+    from relocpy import install as installer
+
+    installer.install(args.spec, _settings(args), variant=args.variant, flavor=args.flavor, reinstall=args.reinstall)
+
+
+def list_(args) -> None:
+    from relocpy import install as installer
+    from relocpy.cli.options import print_json
+
+    settings = _settings(args)
+    rows = [{"name": item.name, "state": "installed", "where": str(item.prefix)}
+            for item in installer.installed(settings.install_dir)]
+    if args.available:
+        _, index = installer.fetch_index(settings)
         platforms = set(installer.host_platforms())
-        for entry in index_.artifacts:
-            if entry.platform_tag in platforms:
-                print(f"{installer.install_name(entry.python_version, entry.variant):<32} available  {entry.name}")
+        rows += [{"name": installer.install_name(entry.python_version, entry.variant), "state": "available",
+                  "where": entry.name}
+                 for entry in index.artifacts if entry.platform_tag in platforms]
+    if args.json:
+        print_json(rows)
+        return
+    for row in rows:
+        print(f"{row['name']:<32} {row['state']:<10} {row['where']}")
 
 
-@task(positional=["spec"], help=_help("variant", "install_dir", spec="3.13, 3.13.15 or cpython@3.13"))
-def run(c, spec, variant=None, install_dir=None):
-    """Run an installed interpreter: relocpy run 3.13 -- ARGS."""
-    settings = _settings(install_dir=install_dir)
-    item = installer.find_installed(spec, settings.install_dir, variant)
+def run(args) -> None:
+    from relocpy import install as installer
+    from relocpy.errors import InstallError
+
+    item = installer.find_installed(args.spec, _settings(args).install_dir, args.variant)
     sys.stdout.flush()
     sys.stderr.flush()
     try:
-        os.execv(item.python, [str(item.python), *RUN_ARGS])
+        os.execv(item.python, [str(item.python), *args.passthrough])
     except OSError as exc:
         raise InstallError(f"cannot run {item.python}: {exc.strerror}") from None
 
 
-@task(positional=["spec"], help=_help("variant", "install_dir", spec="3.13, 3.13.15 or cpython@3.13"))
-def uninstall(c, spec, variant=None, install_dir=None):
-    """Remove an installed interpreter."""
-    settings = _settings(install_dir=install_dir)
-    item = installer.uninstall(spec, settings.install_dir, variant)
+def uninstall(args) -> None:
+    from relocpy import install as installer
+
+    item = installer.uninstall(args.spec, _settings(args).install_dir, args.variant)
     print(f"removed {item.name}")
-
-
-TASKS = [install, list_, run, uninstall]

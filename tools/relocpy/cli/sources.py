@@ -2,19 +2,32 @@
 
 from __future__ import annotations
 
-from invoke import task
-
-from relocpy.cli.options import FETCH_HELP, PLAN_HELP, fetch_settings, print_json, require_python_and_target
-from relocpy.errors import RecipeError, UsageError
-from relocpy.fetch import fetch_all
-from relocpy.plan import resolve_plan
-from relocpy.progress import info
-from relocpy.recipes import check_recipes, load_recipes, supported_variants
+from relocpy.cli import group, verb
+from relocpy.cli.options import add_fetch, add_json, add_plan, fetch_settings, positive_int, print_json
 
 
-@task(name="check")
-def recipes_check(c):
-    """Validate every recipe file and every cross-reference between them."""
+def register(commands) -> None:
+    recipes = group(commands, "recipes", "check and list the recipes")
+    verb(recipes, "check", recipes_check, "validate every recipe file and every cross-reference between them")
+    add_json(verb(recipes, "list", recipes_list, "targets x pythons x variants, and what is buildable (and why not)"),
+             "the cells")
+
+    parser = verb(commands, "plan", plan, "the resolved build plan: dependencies in build order, sources, "
+                  "patches, configure flags, and its content hash")
+    add_plan(parser)
+    add_json(parser, "the plan")
+
+    parser = verb(commands, "fetch", fetch, "get and verify every source of a plan (or of --all) into the cache")
+    add_plan(parser, required=False)
+    parser.add_argument("--all", action="store_true", help="fetch the sources of every buildable cell of the recipes")
+    parser.add_argument("--jobs", type=positive_int, default=4, metavar="N", help="downloads in parallel (default 4)")
+    add_fetch(parser)
+
+
+def recipes_check(args) -> None:
+    from relocpy.errors import RecipeError
+    from relocpy.recipes import check_recipes, load_recipes
+
     recipes = load_recipes()
     problems = check_recipes(recipes)
     if problems:
@@ -27,39 +40,28 @@ def recipes_check(c):
     )
 
 
-@task(name="list", help={"json": "print the matrix as JSON"})
-def recipes_list(c, json=False):
-    """Show targets x pythons x variants, and what is buildable today."""
-    recipes = load_recipes()
-    rows = []
-    for triple, target in recipes.targets.items():
-        for version, python in recipes.pythons.items():
-            for variant in supported_variants(recipes, python):
-                rows.append(
-                    {
-                        "target": triple,
-                        "python": version,
-                        "variant": variant,
-                        "buildable": target.buildable,
-                        "reason": target.reason,
-                    }
-                )
-    if json:
-        print_json(rows)
+def recipes_list(args) -> None:
+    from relocpy.recipes import cells, load_recipes
+
+    rows = cells(load_recipes())
+    if args.json:
+        print_json([row.model_dump(mode="json") for row in rows])
         return
     for row in rows:
-        mark = "yes" if row["buildable"] else f"no ({row['reason']})"
-        print(f"{row['target']:<28} {row['python']:<9} {row['variant']:<22} buildable: {mark}")
+        mark = "yes" if row.buildable else f"no ({row.reason})"
+        print(f"{row.target:<28} {row.python:<9} {row.variant:<22} buildable: {mark}")
 
 
-@task(help={**PLAN_HELP, "json": "print the plan as JSON"})
-def plan(c, python=None, target=None, variant=None, json=False):
-    """Print the resolved build plan: dependencies in build order, sources, patches, configure flags."""
-    resolved = resolve_plan(load_recipes(), *require_python_and_target(python, target), variant)
-    if json:
+def plan(args) -> None:
+    from relocpy.plan import resolve_plan
+    from relocpy.recipes import load_recipes
+
+    resolved = resolve_plan(load_recipes(), args.python, args.target, args.variant)
+    if args.json:
         print_json({"content_hash": resolved.content_hash, **resolved.model_dump(mode="json")})
         return
-    print(f"plan {resolved.content_hash[:16]}: CPython {resolved.python.version} for {resolved.target.triple}, variant {resolved.variant.name}")
+    print(f"plan {resolved.content_hash[:16]}: CPython {resolved.python.version} for {resolved.target.triple}, "
+          f"variant {resolved.variant.name}")
     print("sources:")
     for name, files in resolved.all_sources():
         print(f"  {name:<10} {files[0].file}  sha256:{files[0].sha256}")
@@ -72,41 +74,33 @@ def plan(c, python=None, target=None, variant=None, json=False):
         print("excluded modules: " + ", ".join(f"{m} ({why})" for m, why in resolved.excluded_modules.items()))
 
 
-@task(
-    iterable=["mirror"],
-    help={
-        **PLAN_HELP,
-        **FETCH_HELP,
-        "all": "fetch the sources of every buildable target, python and variant",
-        "jobs": "downloads in parallel (default 4)",
-    },
-)
-def fetch(c, python=None, target=None, variant=None, all=False, mirror=None, cache_dir=None, offline=False, jobs=4):
-    """Get and verify every source of a plan (or of --all) into the cache."""
+def fetch(args) -> None:
+    from relocpy.errors import UsageError
+    from relocpy.fetch import fetch_all
+    from relocpy.plan import resolve_plan
+    from relocpy.progress import info
+    from relocpy.recipes import load_recipes
+
     recipes = load_recipes()
-    if all:
-        components = _all_sources(recipes)
-    elif python and target:
-        components = resolve_plan(recipes, python, target, variant).all_sources()
+    if args.all:
+        components = all_sources(recipes)
+    elif args.python and args.target:
+        components = resolve_plan(recipes, args.python, args.target, args.variant).all_sources()
     else:
         raise UsageError("fetch needs --python and --target, or --all")
-    settings = fetch_settings(mirror, cache_dir, offline, parallel=int(jobs))
-    for fetched in fetch_all(components, settings):
+    for fetched in fetch_all(components, fetch_settings(args, parallel=args.jobs)):
         info(f"{fetched.component:<10} {fetched.source.file}  ok  ({fetched.location})")
 
 
-def _all_sources(recipes):
+def all_sources(recipes):
+    """The sources of every buildable cell, each file once."""
+    from relocpy.plan import resolve_plan
+    from relocpy.recipes import buildable_cells
+
     seen, components = set(), []
-    for target in recipes.targets.values():
-        if not target.buildable:
-            continue
-        for version in recipes.pythons:
-            for name, files in resolve_plan(recipes, version, target.triple, "noopt").all_sources():
-                if files[0].sha256 not in seen:
-                    seen.add(files[0].sha256)
-                    components.append((name, files))
+    for cell in buildable_cells(recipes):
+        for name, files in resolve_plan(recipes, cell.python, cell.target, cell.variant).all_sources():
+            if files[0].sha256 not in seen:
+                seen.add(files[0].sha256)
+                components.append((name, files))
     return components
-
-
-COLLECTIONS = {"recipes": [recipes_check, recipes_list]}
-TASKS = [plan, fetch]
