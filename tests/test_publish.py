@@ -1,7 +1,10 @@
 """publish to a directory and to a real S3-speaking server (moto) on loopback."""
 
 import json
+import subprocess
+import sys
 import uuid
+from pathlib import Path
 
 import boto3
 import pytest
@@ -211,3 +214,46 @@ def test_s3_lost_race_without_keys_overwrites_nothing(dist, signing_key, env, bu
         publish_index(dist, InterleavedTarget(url, s3_endpoint, other=rival), [], False, Report())
     index = client.get_object(Bucket=name, Key="releases/index.json")["Body"].read()
     assert index == (other / "index.json").read_bytes()
+
+
+# --- what the release job runs, twice ---------------------------------------------------
+
+
+def release(dist, key, to, env, *publish_extra):
+    """The release job's two commands, as ci.release_steps gives them."""
+    relocpy("index", "build", str(dist), "--base-url", BASE, "--sign", str(key), "--previous", to, env=env, check=True)
+    relocpy("publish", str(dist), "--to", to, "--sign", str(key), *publish_extra, env=env, check=True)
+
+
+def test_a_second_release_continues_the_serial_and_keeps_the_first(dist, signing_key, env, tmp_path):
+    key, public = signing_key
+    site = str(tmp_path / "site")
+    release(dist, key, site, env)
+    release(second_dist(tmp_path), key, site, env)
+    published = json.loads((tmp_path / "site" / "index.json").read_bytes())
+    assert published["serial"] == 2
+    assert names((tmp_path / "site" / "index.json").read_bytes()) == sorted(
+        [*names((dist / "index.json").read_bytes()), artifact_key(version="3.99.2").filename])
+    relocpy("index", "verify", site, "--trusted-key", public, env=env, check=True)
+
+
+def test_a_second_release_to_s3_continues_the_serial(dist, signing_key, env, bucket, s3_endpoint, tmp_path):
+    client, name = bucket
+    to = f"s3://{name}/python"
+    env = {**env, "AWS_ENDPOINT_URL_S3": s3_endpoint}  # as the release job's role step would set up
+    release(dist, signing_key[0], to, env)
+    release(second_dist(tmp_path), signing_key[0], to, env)
+    body = client.get_object(Bucket=name, Key="python/index.json")["Body"].read()
+    assert json.loads(body)["serial"] == 2 and len(names(body)) == 2
+
+
+@pytest.mark.parametrize("typo", ["s3:/bucket/x", "s3:bucket", "https:/host/x", "file:site"])
+def test_a_url_typo_is_refused_not_written_as_a_directory(dist, signing_key, env, tmp_path, typo):
+    build(dist, signing_key[0], env)
+    workdir = tmp_path / "cwd"
+    workdir.mkdir()
+    exe = Path(sys.executable).parent / "relocpy"
+    result = subprocess.run([str(exe), "publish", str(dist), "--to", typo], capture_output=True, text=True,
+                            env=env, cwd=workdir)
+    assert "unsupported target" in one_error_line(result)
+    assert list(workdir.iterdir()) == []

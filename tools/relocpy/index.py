@@ -167,7 +167,11 @@ def previous_serial(dist: Path, previous: str | None) -> int:
 
 
 def _is_publish_location(location: str) -> bool:
-    return location.startswith("s3://") or Path(location).is_dir()
+    """s3:// or a directory path (existing or not: the first release creates it);
+    a URL or an index.json file is read as an index."""
+    if location.startswith("s3://"):
+        return True
+    return "://" not in location and not Path(location).is_file()
 
 
 def build_index(
