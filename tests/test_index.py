@@ -5,7 +5,9 @@ import pytest
 
 from relocpy import keys
 from relocpy.errors import TrustError
-from relocpy.index import Index, SeenSerials, build_index, check_index
+from relocpy.index import Index
+from relocpy.index_build import build_index
+from relocpy.index_trust import SeenSerials, check_index
 from support import LoopbackServer, one_error_line, relocpy
 
 

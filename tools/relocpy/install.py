@@ -26,7 +26,8 @@ from packaging.version import Version
 from relocpy import keys
 from relocpy.errors import InstallError, RelocpyError
 from relocpy.fetch import fetch_all
-from relocpy.index import Index, IndexEntry, SeenSerials, load_verified, resolve_url
+from relocpy.index import Index, IndexEntry
+from relocpy.index_trust import SeenSerials, load_verified, resolve_url
 from relocpy.models import SourceFile
 from relocpy.progress import info
 from relocpy.settings import ClientSettings

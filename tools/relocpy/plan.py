@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 
-from relocpy.errors import RecipeError, UnknownNameError, UsageError
+from relocpy.errors import RecipeError, UnknownNameError
 from relocpy.models import BuildPlan, DependencyStep, PatchRef, Recipes
 from relocpy.paths import patches_dir, templates_dir
 from relocpy.recipes import get_python, get_target, parse_variant, unbuildable_reason

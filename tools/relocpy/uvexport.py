@@ -16,7 +16,8 @@ import re
 from packaging.version import InvalidVersion, Version
 
 from relocpy.errors import IndexError_
-from relocpy.index import Index, IndexEntry, resolve_url
+from relocpy.index import Index, IndexEntry
+from relocpy.index_trust import resolve_url
 
 FLAVOR_PREFERENCE = {"install_only_stripped": 0, "install_only": 1}
 MANYLINUX_RE = re.compile(r"^(manylinux|musllinux)_\d+_\d+_(?P<arch>.+)$")

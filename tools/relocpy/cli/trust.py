@@ -62,7 +62,7 @@ def keys_public(args) -> None:
 
 def index_build(args) -> None:
     from relocpy import keys
-    from relocpy.index import build_index, parse_duration, write_signed
+    from relocpy.index_build import build_index, parse_duration, write_signed
 
     for key_file in args.sign:  # a bad key fails before the archives are hashed
         keys.load_private(Path(key_file))
@@ -75,7 +75,7 @@ def index_build(args) -> None:
 
 def _verify(location: str, trusted_key):
     from relocpy import keys
-    from relocpy.index import SeenSerials, load_verified
+    from relocpy.index_trust import SeenSerials, load_verified
     from relocpy.settings import ClientSettings
 
     settings = ClientSettings.resolve(trusted_keys=list(trusted_key or []))
@@ -100,7 +100,8 @@ def index_schema(args) -> None:
 
 
 def index_export_uv(args) -> None:
-    from relocpy.index import index_location, write_atomic
+    from relocpy.index import write_atomic
+    from relocpy.index_trust import index_location
     from relocpy.uvexport import export_bytes
 
     source, parsed = _verify(args.index, args.trusted_key)
