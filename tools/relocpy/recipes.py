@@ -10,10 +10,10 @@ from packaging.version import InvalidVersion, Version
 from pydantic import BaseModel, ValidationError
 
 from relocpy.errors import RecipeError, UnknownNameError
-from relocpy.models import Dependency, PythonRecipe, Recipes, Target, Variant, VariantOption
+from relocpy.models import Dependency, PlatformPolicy, PythonRecipe, Recipes, Target, Variant, VariantOption
 from relocpy.paths import patches_dir, recipes_dir, templates_dir
 
-RECIPE_FILES = ("targets.toml", "dependencies.toml", "pythons.toml", "variants.toml")
+RECIPE_FILES = ("targets.toml", "dependencies.toml", "pythons.toml", "variants.toml", "policies.toml")
 
 
 def load_recipes(directory: Path | None = None) -> Recipes:
@@ -22,6 +22,7 @@ def load_recipes(directory: Path | None = None) -> Recipes:
     variants = raw["variants.toml"]
     recipes = Recipes(
         targets=_table(directory / "targets.toml", raw["targets.toml"], Target, "triple"),
+        policies=_table(directory / "policies.toml", raw["policies.toml"], PlatformPolicy, "name"),
         dependencies=_table(directory / "dependencies.toml", raw["dependencies.toml"], Dependency, "name"),
         pythons=_table(directory / "pythons.toml", raw["pythons.toml"], PythonRecipe, "version"),
         options=_table(directory / "variants.toml", variants.get("options", {}), VariantOption, "name", "options."),
@@ -89,6 +90,7 @@ def check_recipes(recipes: Recipes) -> list[str]:
             if not (patches_dir() / patch).is_file():
                 problems.append(f"pythons.toml: [{version}].patches: missing patches/{patch}")
     problems += _variant_problems(recipes)
+    problems += _policy_problems(recipes)
     cycle = _find_cycle(recipes)
     if cycle:
         problems.append("dependencies.toml: dependency cycle: " + " -> ".join(cycle))
@@ -106,6 +108,17 @@ def _variant_problems(recipes: Recipes) -> list[str]:
             parse_variant(recipes, variant)
         except UnknownNameError as exc:
             problems.append(f"variants.toml: {exc}")
+    return problems
+
+
+def _policy_problems(recipes: Recipes) -> list[str]:
+    """Every Linux target is validated by a platform policy (macOS and Windows
+    files are not ELF: their rules are not policies yet)."""
+    problems = []
+    for triple, target in recipes.targets.items():
+        if target.os == "linux" and platform_policy(recipes, target) is None:
+            problems.append(f"targets.toml: [{triple}]: no platform policy for {target.libc} {target.arch} "
+                            f"at floor {target.floor} in policies.toml")
     return problems
 
 
@@ -151,6 +164,12 @@ def get_target(recipes: Recipes, triple: str) -> Target:
         return recipes.targets[triple]
     known = ", ".join(sorted(recipes.targets))
     raise UnknownNameError(f"unknown target '{triple}' (known: {known})")
+
+
+def platform_policy(recipes: Recipes, target: Target) -> PlatformPolicy | None:
+    """The policy of the target's libc, arch and floor, if there is one."""
+    found = [p for p in recipes.policies.values() if (p.libc, p.arch, p.floor) == (target.libc, target.arch, target.floor)]
+    return found[0] if found else None
 
 
 def parse_variant(recipes: Recipes, name: str, python: PythonRecipe | None = None) -> Variant:
