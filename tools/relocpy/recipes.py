@@ -64,8 +64,8 @@ def _table(path: Path, data: dict, model: type[BaseModel], key_field: str, prefi
             out[key] = model(**{key_field: key, **fields})
         except ValidationError as exc:
             error = exc.errors()[0]
-            where = ".".join(str(part) for part in error["loc"])
-            raise RecipeError(f"{path}: [{prefix}{key}].{where}: {error['msg']}") from None
+            where = "".join(f".{part}" for part in error["loc"])  # none: a check across fields
+            raise RecipeError(f"{path}: [{prefix}{key}]{where}: {error['msg']}") from None
     return out
 
 
