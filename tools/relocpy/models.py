@@ -273,7 +273,7 @@ class ArtifactKey(Model):
         return cls(**fields)
 
 
-METADATA_SCHEMA_VERSION = 1
+METADATA_SCHEMA_VERSION = 2  # 2: the validation policy passed and the facts measured
 
 
 class Component(Model):
@@ -286,10 +286,34 @@ class Component(Model):
     sha256: str
 
 
+class ValidationPolicy(Model):
+    """Everything validation holds one build's files and interpreter to, built
+    once (validate.validation_policy) and recorded in each artifact's
+    metadata, so that `relocpy validate` applies exactly it again."""
+
+    platform: PlatformPolicy
+    enforce_floor: bool  # False: needing more than the floor is a warning (gcc links the build host's glibc)
+    excluded_modules: dict[str, str]  # module -> why the recipe leaves it out
+    export_prefixes: list[str]  # symbol prefixes of the bundled libraries, which no file may export
+    known_test_failures: dict[str, str] = {}
+    # Directories of the build machine no file may name: not recorded, they
+    # mean nothing on another machine (and would make metadata differ by machine).
+    build_paths: list[str] = Field(default=[], exclude=True)
+
+
+class MeasuredFacts(Model):
+    """What the validated interpreter reported about itself (checks/smoke.py, checks/tags.py)."""
+
+    openssl_version: str | None  # ssl.OPENSSL_VERSION
+    sqlite_version: str | None  # sqlite3.sqlite_version
+    ext_suffix: str  # sysconfig's EXT_SUFFIX, e.g. .cpython-313-x86_64-linux-gnu.so
+    extension_modules: list[str]  # built by configure, and imported
+
+
 class ArtifactMetadata(Model):
     """Written beside each archive as `<archive name>.json`."""
 
-    schema_version: int = METADATA_SCHEMA_VERSION
+    schema_version: Literal[2] = METADATA_SCHEMA_VERSION
     name: str  # the archive's file name (ArtifactKey.filename)
     key: ArtifactKey
     python_version: str
@@ -303,7 +327,8 @@ class ArtifactMetadata(Model):
     variant: str  # canonical variant name, always set (e.g. pgo+lto)
     configure_flags: list[str]
     components: list[Component]
-    excluded_modules: dict[str, str] = {}
+    validation: ValidationPolicy  # the policy the archive passed
+    measured: MeasuredFacts
     source_date_epoch: int
     plan_hash: str
     sha256: str

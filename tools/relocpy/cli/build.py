@@ -7,7 +7,7 @@ from pathlib import Path
 
 from invoke import task
 
-from relocpy.artifacts import archives_in, validate_artifact
+from relocpy.artifacts import archives_to_validate, validate_artifact
 from relocpy.errors import UsageError
 from relocpy.build import BuildOptions, default_build_tag, default_source_date_epoch, run_build
 from relocpy.cli.options import FETCH_HELP, PLAN_HELP, fetch_settings, require_python_and_target
@@ -56,9 +56,7 @@ def validate(c, artifact=None):
     move it, run it (CPython's own tests too, for a full archive)."""
     if not artifact:
         raise UsageError("validate needs an artifact: relocpy validate PATH")
-    path = Path(artifact)
-    archives = archives_in(path) if path.is_dir() else [path]
-    for archive in archives:
+    for archive in archives_to_validate(Path(artifact)):
         report = validate_artifact(archive)
         info(f"{archive}: valid ({report.platform_tag}, {len(report.checks)} runtime checks)")
 
