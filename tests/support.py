@@ -7,6 +7,7 @@ import io
 import os
 import subprocess
 import sys
+import sysconfig
 import tarfile
 import threading
 import time
@@ -16,7 +17,8 @@ from pathlib import Path
 
 from packaging import tags
 
-from relocpy.models import ArtifactKey, ArtifactMetadata
+from relocpy.models import ArtifactKey, ArtifactMetadata, MeasuredFacts, ValidationPolicy
+from relocpy.recipes import load_recipes
 
 REPO = Path(__file__).resolve().parents[1]
 BUILD_TAG = "20261124"
@@ -91,6 +93,9 @@ def write_metadata(archive: Path, key: ArtifactKey) -> Path:
         variant=key.variant or "pgo+lto",
         configure_flags=[],
         components=[],
+        validation=host_validation_policy(),
+        measured=MeasuredFacts(openssl_version=None, sqlite_version=None, ext_suffix=sysconfig.get_config_var("EXT_SUFFIX"),
+                               extension_modules=[]),
         source_date_epoch=EPOCH,
         plan_hash="0" * 64,
         sha256=sha256(archive),
@@ -99,6 +104,13 @@ def write_metadata(archive: Path, key: ArtifactKey) -> Path:
     path = archive.with_name(archive.name + ".json")
     path.write_text(meta.model_dump_json(indent=2))
     return path
+
+
+def host_validation_policy(**fields) -> ValidationPolicy:
+    """What an artifact packed from this host's CPython is held to."""
+    values = {"platform": load_recipes().policies["manylinux_2_17_x86_64"], "enforce_floor": False,
+              "excluded_modules": {}, "export_prefixes": []}
+    return ValidationPolicy(**{**values, **fields})
 
 
 def tar_with(out: Path, members: list[tuple[tarfile.TarInfo, bytes | None]]) -> None:

@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from relocpy.artifacts import archives_in, unpack
+from relocpy.hashing import file_sha256
 from relocpy.models import ArtifactKey, ArtifactMetadata
 from relocpy.paths import project_root
 
@@ -61,6 +62,11 @@ def test_build_leaves_three_validated_archives_with_metadata(built, python):
         assert meta.wheel_tags[0].startswith(f"cp{python.replace('.', '')[:3]}-cp{python.replace('.', '')[:3]}-manylinux")
         assert {c.name for c in meta.components} >= {"cpython", "openssl", "sqlite", "zlib", "libedit", "libuuid"}
         assert meta.size == (dist / name).stat().st_size
+        # the policy it passed, enough to validate it again, and what it measured
+        assert meta.validation.platform.name == "manylinux_2_17_x86_64" and meta.validation.enforce_floor
+        assert meta.measured.openssl_version.startswith("OpenSSL 3.") and meta.measured.sqlite_version
+        assert meta.measured.ext_suffix == f".cpython-{python.replace('.', '')[:3]}-x86_64-linux-gnu.so"
+        assert {"_ssl", "_sqlite3", "_ctypes"} <= set(meta.measured.extension_modules)
 
 
 def test_install_only_layout_and_size(built):
@@ -97,15 +103,19 @@ def test_rebuild_with_everything_cached_reuses_the_archives(built, shared_cache,
 
 
 def repacked(archive: Path, tmp_path: Path, change) -> Path:
-    """A copy of an install_only archive, under its own name, with change(tree) applied."""
+    """A copy of an install_only archive, under its own name, with change(tree)
+    applied, and its metadata (validation takes its policy from there),
+    describing the new bytes."""
     unpacked = tmp_path / "unpacked"
-    with tarfile.open(archive) as tar:
-        tar.extractall(unpacked, filter="data")
+    unpack(archive, unpacked)
     change(unpacked / "python")
     bad = tmp_path / "bad" / archive.name
     bad.parent.mkdir()
     with tarfile.open(bad, "w:gz") as tar:
         tar.add(unpacked / "python", arcname="python")
+    meta = ArtifactMetadata.model_validate_json(archive.with_name(archive.name + ".json").read_text())
+    meta = meta.model_copy(update={"sha256": file_sha256(bad), "size": bad.stat().st_size})
+    bad.with_name(bad.name + ".json").write_text(meta.model_dump_json())
     return bad
 
 

@@ -120,7 +120,7 @@ def test_quiet_prints_results_only_and_verbose_more(tmp_path):
 
 
 def test_validate_refuses_an_empty_directory_and_a_missing_path(tmp_path):
-    assert "no relocpy archives" in usage_error("validate", str(tmp_path))
+    assert "no artifact archives" in usage_error("validate", str(tmp_path))
     assert "no such file or directory" in usage_error("validate", str(tmp_path / "missing"))
 
 

@@ -21,6 +21,7 @@ from relocpy import elf
 from relocpy.cpython import INSTALL_PREFIX
 from relocpy.package import write_archive
 from relocpy.paths import project_root
+from relocpy.recipes import load_recipes
 from relocpy.relocate import (
     PREFIX_TOKEN,
     UNREACHABLE_PREFIX,
@@ -35,6 +36,7 @@ from relocpy.relocate import (
 from relocpy.validate import find_build_paths
 
 HARDENED = ["-Wl,-z,relro", "-Wl,-z,now", "-Wl,-z,noexecstack"]
+GLIBC_X86_64 = load_recipes().policies["manylinux_2_17_x86_64"]  # the host's, for what gcc builds here
 
 
 def cc(tmp_path: Path, source: str, out: str, *flags: str) -> Path:
@@ -50,7 +52,7 @@ MAIN = "#include <string.h>\n#include <stdio.h>\nint main(int c, char **v) { put
 
 def test_hardened_program_has_no_problems_and_a_glibc_version(tmp_path):
     program = cc(tmp_path, MAIN, "ok", *HARDENED)
-    problems, glibc = elf.check_file(program, [])
+    problems, glibc = elf.check_file(program, GLIBC_X86_64, [])
     assert problems == []
     assert glibc is not None and glibc.startswith("2.")
 
@@ -61,12 +63,12 @@ def test_executable_stack_lazy_binding_and_foreign_libraries_are_refused(tmp_pat
         tmp_path, "int foo(void); int main(void) { return foo(); }\n", "bad",
         "-Wl,-z,execstack", "-Wl,-z,lazy", "-Wl,-z,norelro", f"-L{tmp_path}", "-lfoo", f"-Wl,-rpath,{tmp_path}",
     )
-    problems, _ = elf.check_file(program, [])
+    problems, _ = elf.check_file(program, GLIBC_X86_64, [])
     text = " | ".join(problems)
     assert "executable stack" in text
     assert "no BIND_NOW" in text
     assert "no RELRO" in text
-    assert "needs libfoo.so, not a base library" in text
+    assert "needs libfoo.so, not a base library of manylinux_2_17_x86_64" in text
     assert f"search path {tmp_path} is not relative to $ORIGIN" in text
     assert lib.exists()
 
@@ -79,28 +81,28 @@ def test_exported_dependency_symbols_are_caught_and_hidden_by_exclude_libs(tmp_p
     ext = "int sqlite3_answer(void);\nint module_init(void) { return sqlite3_answer(); }\n"
     leaky = cc(tmp_path, ext, "leaky.so", "-shared", *HARDENED, f"-L{tmp_path}", "-ldep")
     hidden = cc(tmp_path, ext, "hidden.so", "-shared", *HARDENED, "-Wl,--exclude-libs,ALL", f"-L{tmp_path}", "-ldep")
-    assert any("exports 1 bundled-library symbol" in p for p in elf.check_file(leaky, ["sqlite3_"])[0])
-    assert elf.check_file(hidden, ["sqlite3_"])[0] == []
+    assert any("exports 1 bundled-library symbol" in p for p in elf.check_file(leaky, GLIBC_X86_64, ["sqlite3_"])[0])
+    assert elf.check_file(hidden, GLIBC_X86_64, ["sqlite3_"])[0] == []
 
 
 def test_origin_rpath_is_accepted(tmp_path):
     program = cc(tmp_path, MAIN, "origin", *HARDENED, "-Wl,-rpath,$ORIGIN/../lib")
-    assert elf.check_file(program, [])[0] == []
+    assert elf.check_file(program, GLIBC_X86_64, [])[0] == []
 
 
 @pytest.mark.parametrize(
-    "glibc, arch, tag",
-    [("2.17", "x86_64", "manylinux_2_17_x86_64"), ("2.36", "x86_64", "manylinux_2_36_x86_64"),
-     ("2.3.4", "aarch64", "manylinux_2_3_aarch64"), (None, "x86_64", "manylinux_2_5_x86_64")],
+    "glibc, policy, tag",
+    [("2.17", "manylinux_2_17_x86_64", "manylinux_2_17_x86_64"), ("2.36", "manylinux_2_17_x86_64", "manylinux_2_36_x86_64"),
+     ("2.3.4", "manylinux_2_17_aarch64", "manylinux_2_3_aarch64"), (None, "manylinux_2_17_x86_64", "manylinux_2_17_x86_64")],
 )
-def test_manylinux_tag_from_the_highest_glibc_version(glibc, arch, tag):
-    assert elf.manylinux_tag(glibc, arch) == tag
+def test_manylinux_tag_from_the_highest_glibc_version(glibc, policy, tag):
+    assert elf.platform_tag(load_recipes().policies[policy], glibc) == tag
 
 
 def test_tree_summary_takes_the_highest_version(tmp_path):
     cc(tmp_path, MAIN, "a", *HARDENED)
-    summary = elf.check_tree(tmp_path, [])
-    assert summary.files == 1 and summary.glibc_max == max(summary.glibc_by_file.values())
+    summary = elf.check_tree(tmp_path, GLIBC_X86_64, [])
+    assert summary.files == 1 and summary.libc_max == max(summary.libc_by_file.values())
 
 
 # --- scripts and sysconfig -------------------------------------------------------
@@ -246,14 +248,14 @@ def _section(path: Path, name: str):
 
 def test_intact_symbol_versions_pass(tmp_path):
     binary = cc(tmp_path, MAIN, "a", *HARDENED)
-    assert elf.check_file(binary, [])[0] == []
+    assert elf.check_file(binary, GLIBC_X86_64, [])[0] == []
 
 
 def test_a_symbol_version_index_no_section_defines_is_refused(tmp_path):
     binary = cc(tmp_path, MAIN, "a", *HARDENED)
     offset, size = _section(binary, ".gnu.version")
     _patch(binary, offset + size - 2, (0x7ff0).to_bytes(2, "little"))
-    problems, _ = elf.check_file(binary, [])
+    problems, _ = elf.check_file(binary, GLIBC_X86_64, [])
     assert problems == [".gnu.version: symbols use version indexes [32752] that no version section defines"]
 
 
@@ -262,7 +264,7 @@ def test_a_damaged_version_name_is_refused(tmp_path):
     offset, _ = _section(binary, ".gnu.version_r")
     # the first Vernaux entry follows its 16-byte Verneed; vna_hash is its first word
     _patch(binary, offset + 16, (0).to_bytes(4, "little"))
-    problems, _ = elf.check_file(binary, [])
+    problems, _ = elf.check_file(binary, GLIBC_X86_64, [])
     assert len(problems) == 1 and problems[0].startswith(".gnu.version_r: damaged version entry 'GLIBC_"), problems
 
 
@@ -276,7 +278,7 @@ def test_a_version_count_the_loader_would_misread_is_refused(tmp_path):
         if int.from_bytes(entries[at:at + 8], "little") == 0x6FFFFFFF:  # DT_VERNEEDNUM
             count = int.from_bytes(entries[at + 8:at + 16], "little")
             _patch(binary, offset + at + 8, (count + 1).to_bytes(8, "little"))
-    problems, _ = elf.check_file(binary, [])
+    problems, _ = elf.check_file(binary, GLIBC_X86_64, [])
     assert problems == [f"symbol versions: DT_VERNEEDNUM is {count + 1}, but .gnu.version_r holds {count} entries"]
 
 
@@ -289,7 +291,7 @@ def test_a_section_moved_away_from_its_segment_is_refused(tmp_path):
         header = ELFFile(handle).header
     sh_offset = header["e_shoff"] + index * header["e_shentsize"] + 24  # Elf64_Shdr.sh_offset
     _patch(binary, sh_offset, (binary.stat().st_size).to_bytes(8, "little"))
-    problems, _ = elf.check_file(binary, [])
+    problems, _ = elf.check_file(binary, GLIBC_X86_64, [])
     assert any(p.startswith(".dynstr is not what the loader reads") for p in problems), problems
 
 

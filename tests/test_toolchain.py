@@ -82,16 +82,17 @@ def test_pgo_is_refused_with_zig_in_one_line(recipes):
 
 
 def summary(**by_file: str) -> elf.ElfSummary:
-    return elf.ElfSummary(files=len(by_file), glibc_max=max(by_file.values(), key=lambda v: tuple(map(int, v.split(".")))),
-                          problems=[], glibc_by_file=by_file)
+    return elf.ElfSummary(files=len(by_file), libc_max=max(by_file.values(), key=lambda v: tuple(map(int, v.split(".")))),
+                          problems=[], libc_by_file=by_file)
 
 
-def test_floor_is_a_failure_only_when_enforced():
+def test_floor_is_a_failure_only_when_enforced(recipes):
     above = summary(**{"bin/python3.13": "2.17", "lib/x.so": "2.34"})
-    [problem] = floor_problems(above, "2.17", enforce=True)
+    floor_2_17 = recipes.policies["manylinux_2_17_x86_64"]
+    [problem] = floor_problems(above, floor_2_17, enforce=True)
     assert "GLIBC_2.34" in problem and "lib/x.so" in problem
-    assert floor_problems(above, "2.17", enforce=False) == []
-    assert floor_problems(summary(a="2.17", b="2.14"), "2.17", enforce=True) == []
+    assert floor_problems(above, floor_2_17, enforce=False) == []
+    assert floor_problems(summary(a="2.17", b="2.14"), floor_2_17, enforce=True) == []
 
 
 def test_zig_cc_links_against_the_floor(recipes, tmp_path):
@@ -99,7 +100,7 @@ def test_zig_cc_links_against_the_floor(recipes, tmp_path):
     (tmp_path / "t.c").write_text("#include <time.h>\nint main(void){struct timespec t; return clock_gettime(0, &t);}\n")
     run_env = {"PATH": "/usr/bin:/bin", **env, **step_env(env, tmp_path)}
     subprocess.run([env["CC"], "-O2", "t.c", "-o", "t"], cwd=tmp_path, env=run_env, check=True)
-    _, glibc = elf.check_file(tmp_path / "t", [])
+    _, glibc = elf.check_file(tmp_path / "t", recipes.policies["manylinux_2_17_x86_64"], [])
     assert glibc == "2.17"  # clock_gettime@GLIBC_2.17; gcc on this host gives 2.34
 
 

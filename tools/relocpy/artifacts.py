@@ -1,4 +1,4 @@
-"""Work with archives after the build: unpack one safely and validate it."""
+"""Work with archives after the build: find, unpack and validate them."""
 
 from __future__ import annotations
 
@@ -7,12 +7,13 @@ import tempfile
 from pathlib import Path
 
 import zstandard
+from pydantic import ValidationError
 
-from relocpy import elf
-from relocpy.errors import RelocpyError, UsageError, ValidationFailed
-from relocpy.models import ArtifactKey, ArtifactMetadata
-from relocpy.recipes import load_recipes
-from relocpy.validate import ValidationPolicy, ValidationReport, check_files, run_runtime_checks
+from relocpy.errors import InstallError, UsageError, ValidationFailed
+from relocpy.hashing import file_sha256
+from relocpy.models import METADATA_SCHEMA_VERSION, ArtifactKey, ArtifactMetadata, ValidationPolicy
+from relocpy.unpack import extract
+from relocpy.validate import ValidationReport, check_files, require_runnable, run_runtime_checks, tag_of
 
 
 def archives_in(directory: Path) -> list[Path]:
@@ -20,24 +21,21 @@ def archives_in(directory: Path) -> list[Path]:
     return sorted(p for p in directory.glob("cpython-*") if p.name.endswith((".tar.gz", ".tar.zst")))
 
 
-def archives_to_validate(paths: list[Path]) -> list[Path]:
-    """The archives named, or found in the directories named; nothing is an error
-    (an empty dist must not pass validation)."""
-    archives = []
-    for path in paths:
-        if path.is_dir():
-            found = archives_in(path)
-            if not found:
-                raise UsageError(f"{path}: no relocpy archives (cpython-*.tar.gz, cpython-*.tar.zst) to validate")
-            archives += found
-        elif path.is_file():
-            archives.append(path)
-        else:
-            raise UsageError(f"{path}: no such file or directory")
-    return archives
+def archives_to_validate(path: Path) -> list[Path]:
+    """`relocpy validate PATH`: the archive, or every archive in the directory;
+    never nothing, which would pass for a success."""
+    if path.is_dir():
+        found = archives_in(path)
+        if not found:
+            raise UsageError(f"{path}: no artifact archives (cpython-*.tar.gz, cpython-*.tar.zst) in this directory")
+        return found
+    if not path.is_file():
+        raise UsageError(f"{path}: no such file or directory")
+    return [path]
 
 
 def open_archive(path: Path) -> tarfile.TarFile:
+    """A stream over the archive's members, for reading them (not for extracting)."""
     if path.name.endswith(".tar.zst"):
         reader = zstandard.ZstdDecompressor().stream_reader(path.open("rb"), closefd=True)
         return tarfile.open(fileobj=reader, mode="r|")
@@ -45,12 +43,13 @@ def open_archive(path: Path) -> tarfile.TarFile:
 
 
 def unpack(path: Path, into: Path) -> None:
-    """Extract refusing absolute paths, '..', links leaving the tree and device files."""
+    """Unpack as `relocpy install` does: every member checked before anything is
+    written (no absolute paths, '..', links leaving the tree, device files).
+    Not tarfile's extraction filters: Debian 12's Python 3.11.2 predates them."""
     try:
-        with open_archive(path) as tar:
-            tar.extractall(into, filter="data")
-    except (tarfile.TarError, zstandard.ZstdError, EOFError, OSError) as exc:
-        raise RelocpyError(f"{path}: cannot unpack: {exc}") from None
+        extract(path, into)
+    except InstallError as exc:
+        raise ValidationFailed(f"validation failed: {exc}") from None
 
 
 # Where an archive is unpacked for validation, then moved to: a consumer may
@@ -67,6 +66,7 @@ def tree_in_archive(flavor: str) -> Path:
 def validate_archive(archive: Path, policy: ValidationPolicy, regression_tests: bool) -> ValidationReport:
     """Validate an archive as it ships: unpack it as a consumer would, check
     every file, move the unpacked tree elsewhere and run it from there."""
+    require_runnable(policy.platform)
     inner = tree_in_archive(ArtifactKey.parse(archive.name).flavor)
     with tempfile.TemporaryDirectory(prefix="relocpy-validate-") as tmp:
         unpacked, moved = Path(tmp) / UNPACKED_AT, Path(tmp) / MOVED_TO
@@ -79,29 +79,47 @@ def validate_archive(archive: Path, policy: ValidationPolicy, regression_tests: 
             runtime = run_runtime_checks(moved / inner, Path(tmp), policy, regression_tests)
         except ValidationFailed as exc:
             raise ValidationFailed(f"{archive.name}: {exc}") from None
-    platform_tag = elf.manylinux_tag(summary.glibc_max, policy.arch)
-    return ValidationReport(platform_tag=platform_tag, glibc_max=summary.glibc_max, **runtime)
+    return ValidationReport(platform_tag=tag_of(summary, policy), glibc_max=summary.libc_max, **runtime)
 
 
 def validate_artifact(path: Path) -> ValidationReport:
-    """`relocpy validate`: one archive, by the rules of today's recipes."""
-    if not path.is_file():
-        raise RelocpyError(f"{path}: no such artifact")
-    try:
-        key = ArtifactKey.parse(path.name)
-    except ValueError:
-        raise RelocpyError(f"{path}: not a relocpy artifact name (cpython-VERSION+TAG-PLATFORM-…-FLAVOR.tar.gz)") from None
-    meta_path = path.with_name(path.name + ".json")
-    meta = ArtifactMetadata.model_validate_json(meta_path.read_text()) if meta_path.is_file() else None
-    recipes = load_recipes()
-    python = recipes.pythons.get(key.version)
-    policy = ValidationPolicy(
-        arch=key.platform_tag.rsplit("_", 2)[-1] if "x86_64" not in key.platform_tag else "x86_64",
-        excluded_modules=meta.excluded_modules if meta else python.excluded_modules if python else {},
-        export_prefixes=[p for dep in recipes.dependencies.values() for p in dep.exports],
-        known_test_failures=python.known_test_failures if python else {},
-    )
-    report = validate_archive(path, policy, regression_tests=key.flavor == "full")
-    if report.platform_tag != key.platform_tag:
-        raise RelocpyError(f"{path}: named {key.platform_tag} but its files need {report.platform_tag}")
+    """`relocpy validate`: one archive, by the policy its metadata records it
+    passed when it was built; nothing comes from today's recipes or its name."""
+    meta = read_artifact_metadata(path)
+    if file_sha256(path) != meta.sha256:
+        raise ValidationFailed(f"validation failed: {path.name}: its sha256 is not the one its metadata records")
+    report = validate_archive(path, meta.validation, regression_tests=meta.key.flavor == "full")
+    _check_matches_metadata(path.name, report, meta)
     return report
+
+
+def read_artifact_metadata(path: Path) -> ArtifactMetadata:
+    """The `<archive>.json` beside an archive, which must describe it."""
+    try:
+        ArtifactKey.parse(path.name)
+    except ValueError:
+        raise UsageError(f"{path}: not a relocpy artifact name (cpython-VERSION+TAG-PLATFORM-…-FLAVOR.tar.gz)") from None
+    meta_path = path.with_name(path.name + ".json")
+    if not meta_path.is_file():
+        raise UsageError(f"{path}: no {meta_path.name} beside it: validation takes its policy from there")
+    try:
+        meta = ArtifactMetadata.model_validate_json(meta_path.read_bytes())
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        where = ".".join(str(part) for part in error["loc"])
+        raise UsageError(f"{meta_path}: not artifact metadata of schema {METADATA_SCHEMA_VERSION}: "
+                         f"{where}: {error['msg']}") from None
+    if meta.name != path.name:
+        raise UsageError(f"{meta_path}: describes {meta.name}, not {path.name}")
+    return meta
+
+
+def _check_matches_metadata(name: str, report: ValidationReport, meta: ArtifactMetadata) -> None:
+    """The files support the tag in the name, and the interpreter is the one
+    the metadata describes (wheel tags aside: they depend on the host's glibc)."""
+    if report.platform_tag != meta.key.platform_tag:
+        raise ValidationFailed(f"validation failed: {name}: named {meta.key.platform_tag}, but its files need {report.platform_tag}")
+    found = (report.python_tag, report.abi_tag, report.measured.ext_suffix)
+    recorded = (meta.python_tag, meta.abi_tag, meta.measured.ext_suffix)
+    if found != recorded:
+        raise ValidationFailed(f"validation failed: {name}: its interpreter reports {found}, its metadata {recorded}")

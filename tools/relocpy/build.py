@@ -13,7 +13,6 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, field_validator
 
-from relocpy import elf
 from relocpy.artifacts import validate_archive
 from relocpy.cpython import build_cpython
 from relocpy.deps import COMPLETE_MARKER, StepContext, build_dependencies, cache_entry_lock
@@ -25,8 +24,8 @@ from relocpy.progress import info, step
 from relocpy.relocate import relocate
 from relocpy.runners import get_runner
 from relocpy.settings import FetchSettings
-from relocpy.toolchain import StripTool, links_against_floor, strip_tool, toolchain_env, toolchain_mounts
-from relocpy.validate import ValidationPolicy, ValidationReport, check_files
+from relocpy.toolchain import StripTool, strip_tool, toolchain_env, toolchain_mounts
+from relocpy.validate import ValidationReport, check_files, tag_of, validation_policy
 
 
 class BuildOptions(BaseModel):
@@ -81,7 +80,7 @@ def run_build(plan: BuildPlan, options: BuildOptions, fetch_settings: FetchSetti
             fetched = {f.component: f for f in fetch_all(plan.all_sources(), fetch_settings)}
         deps = build_dependencies(plan, fetched, ctx)
         built = build_cpython(plan, fetched["cpython"], deps, ctx)
-        finished = cache_dir / "artifacts" / f"{_artifacts_key(built.key, options, strip)[:24]}"
+        finished = cache_dir / "artifacts" / f"{_artifacts_key(built.key, options, strip, plan)[:24]}"
         # The lock also keeps two builds of one plan out of its staging directory.
         with cache_entry_lock(finished):
             if (finished / COMPLETE_MARKER).is_file():
@@ -108,11 +107,13 @@ def _finish(plan, built, deps, fetched, ctx, options, strip: StripTool, finished
     move to the work directory (kept on failure) for a look."""
     with step("relocate"):
         tree = relocate(built, ctx.work_dir / "staging", deps, ctx.work_dir)
-    policy = _validation_policy(plan, built, deps, ctx)
+    build_paths = [str(ctx.cache_dir), str(built.destdir), str(ctx.work_dir), *(str(d.prefix) for d in deps)]
+    policy = validation_policy(plan, build_paths)
     with step("check the relocated tree"):
         summary = check_files(tree, policy)
-        platform_tag = elf.manylinux_tag(summary.glibc_max, plan.target.arch)
-        info(f"    platform tag {platform_tag} (highest symbol version GLIBC_{summary.glibc_max})")
+        platform_tag = tag_of(summary, policy)
+        info(f"    platform tag {platform_tag} by policy {policy.platform.name}"
+             + (f" (highest symbol version {policy.platform.libc_versions}_{summary.libc_max})" if summary.libc_max else ""))
     shutil.rmtree(finished, ignore_errors=True)
     try:
         with step("package"):
@@ -126,7 +127,7 @@ def _finish(plan, built, deps, fetched, ctx, options, strip: StripTool, finished
             with step(f"validate {archives[flavor].name}"):
                 reports[flavor] = validate_archive(archives[flavor], policy, regression_tests=flavor == "full")
                 _check_agrees(archives[flavor].name, reports[flavor], reports[VALIDATION_ORDER[0]], platform_tag)
-        artifacts = write_metadata(archives, plan, reports[VALIDATION_ORDER[0]], components, options.source_date_epoch)
+        artifacts = write_metadata(archives, plan, policy, reports[VALIDATION_ORDER[0]], components, options.source_date_epoch)
         (finished / COMPLETE_MARKER).write_text(json.dumps([a.name for a in artifacts]))
     except BaseException:
         _set_aside(finished, ctx.work_dir / "rejected-archives")
@@ -134,23 +135,13 @@ def _finish(plan, built, deps, fetched, ctx, options, strip: StripTool, finished
     return artifacts
 
 
-def _validation_policy(plan, built, deps, ctx) -> ValidationPolicy:
-    return ValidationPolicy(
-        arch=plan.target.arch,
-        excluded_modules=plan.excluded_modules,
-        known_test_failures=plan.python.known_test_failures,
-        export_prefixes=[p for s in plan.dependencies for p in s.dependency.exports],
-        build_paths=[str(ctx.cache_dir), str(built.destdir), str(ctx.work_dir), *(str(d.prefix) for d in deps)],
-        floor=plan.target.floor if plan.target.libc == "glibc" else None,
-        enforce_floor=links_against_floor(plan.target),
-    )
-
-
 def _check_agrees(name: str, report: ValidationReport, first: ValidationReport, platform_tag: str) -> None:
     """Every flavor is the same interpreter: same platform and wheel tags."""
     if report.platform_tag != platform_tag:
         raise ValidationFailed(f"validation failed: {name}: its files need {report.platform_tag}, not {platform_tag}")
-    if (report.python_tag, report.abi_tag, report.wheel_tags) != (first.python_tag, first.abi_tag, first.wheel_tags):
+    if (report.python_tag, report.abi_tag, report.wheel_tags, report.measured) != (
+        first.python_tag, first.abi_tag, first.wheel_tags, first.measured
+    ):
         raise ValidationFailed(f"validation failed: {name}: its interpreter reports other tags than the other flavors")
 
 
@@ -162,10 +153,12 @@ def _set_aside(finished: Path, rejected: Path) -> None:
         info(f"    archives that did not pass are kept in {rejected}")
 
 
-def _artifacts_key(cpython_key: str, options: BuildOptions, strip: StripTool) -> str:
+def _artifacts_key(cpython_key: str, options: BuildOptions, strip: StripTool, plan: BuildPlan) -> str:
     """The packaged archives depend on the built tree, the tag, the epoch, the
-    strip tool and the code that relocates, validates and packages it."""
+    strip tool, the code that relocates, validates and packages it, and what
+    validation holds them to (the plan's parts its hash leaves out)."""
     digest = hashlib.sha256(f"{cpython_key}:{options.build_tag}:{options.source_date_epoch}:{strip.identity}".encode())
+    digest.update(plan.model_dump_json().encode())
     here = Path(__file__).parent
     for path in sorted([*here.glob("*.py"), *(here / "checks").glob("*")]):
         if path.is_file():

@@ -6,8 +6,12 @@ executable stack, must be full RELRO (RELRO + BIND_NOW), must not export a bundl
 dependency's symbols, and what the loader reads must be intact: loaded
 sections where their segments map them, consistent symbol-version sections (a
 tool that rewrites ELF files, such as a strip that does not understand the
-linker's layout, can leave them pointing at garbage). The
-highest GLIBC symbol version needed decides the manylinux tag.
+linker's layout, can leave them pointing at garbage).
+
+What the system must provide comes from a platform policy
+(recipes/policies.toml): the libraries a file may need, and the highest
+version of each symbol-version namespace. The highest version of the libc's
+own namespace (GLIBC) decides the tag; the validator compares it with the floor.
 """
 
 from __future__ import annotations
@@ -25,14 +29,14 @@ from elftools.elf.gnuversions import GNUVerDefSection, GNUVerNeedSection, GNUVer
 from elftools.elf.hash import ELFHashTable
 from pydantic import BaseModel
 
-BASE_LIBRARIES = {
-    "libc.so.6", "libm.so.6", "libdl.so.2", "libpthread.so.0", "librt.so.1", "libutil.so.1",
-    "ld-linux-x86-64.so.2", "ld-linux-aarch64.so.1", "libgcc_s.so.1",
-}
+from relocpy.models import PlatformPolicy, version_tuple
+
 OWN_LIBRARY = re.compile(r"^libpython3(\.\d+[td]*)?\.so(\.1\.0)?$")
 DF_BIND_NOW = 0x8
 DF_1_NOW = 0x1
 PF_X = 0x1
+# A needed symbol version: namespace, then a dotted number (GLIBC_2.17, CXXABI_TM_1).
+SYMBOL_VERSION = re.compile(r"^(?P<namespace>[A-Za-z][A-Za-z0-9_]*?)_(?P<version>\d+(?:\.\d+)*)$")
 VERSYM_HIDDEN = 0x8000  # the "hidden" bit of a .gnu.version entry, not part of the index
 # The dynamic tags locating each symbol-version section, and its entry count.
 VERSION_TAGS = {
@@ -44,9 +48,9 @@ VERSION_TAGS = {
 
 class ElfSummary(BaseModel):
     files: int
-    glibc_max: str | None
     problems: list[str]
-    glibc_by_file: dict[str, str]
+    libc_max: str | None  # the highest version of the policy's libc namespace any file needs
+    libc_by_file: dict[str, str]  # file -> the highest it needs, for files that need one
 
 
 def is_elf(path: Path) -> bool:
@@ -56,43 +60,48 @@ def is_elf(path: Path) -> bool:
         return handle.read(4) == b"\x7fELF"
 
 
-def check_tree(tree: Path, export_prefixes: list[str]) -> ElfSummary:
+def check_tree(tree: Path, platform: PlatformPolicy, export_prefixes: list[str]) -> ElfSummary:
     problems: list[str] = []
     by_file: dict[str, str] = {}
     files = [p for p in sorted(tree.rglob("*")) if is_elf(p)]
     for path in files:
         name = str(path.relative_to(tree))
         try:
-            file_problems, glibc = check_file(path, export_prefixes)
+            file_problems, libc = check_file(path, platform, export_prefixes)
         except ELFError as exc:
             problems.append(f"{name}: unreadable ELF ({exc})")
             continue
         problems += [f"{name}: {p}" for p in file_problems]
-        if glibc:
-            by_file[name] = glibc
-    highest = max(by_file.values(), key=_version_key, default=None)
-    return ElfSummary(files=len(files), glibc_max=highest, problems=problems, glibc_by_file=by_file)
+        if libc:
+            by_file[name] = libc
+    highest = max(by_file.values(), key=version_tuple, default=None)
+    return ElfSummary(files=len(files), problems=problems, libc_max=highest, libc_by_file=by_file)
 
 
-def check_file(path: Path, export_prefixes: list[str]) -> tuple[list[str], str | None]:
+def check_file(path: Path, platform: PlatformPolicy, export_prefixes: list[str]) -> tuple[list[str], str | None]:
+    """The file's problems, and the highest version of the libc's namespace it needs."""
     with path.open("rb") as handle:
         elf = ELFFile(handle)
         dynamic = elf.get_section_by_name(".dynamic")
         if not isinstance(dynamic, DynamicSection):
             return [], None  # a static object or relocatable file: nothing is loaded
-        problems = _needed_problems(dynamic) + _hardening_problems(elf, dynamic)
+        problems = _needed_problems(dynamic, platform) + _hardening_problems(elf, dynamic)
         problems += _export_problems(elf, export_prefixes)
         problems += layout_problems(elf) or version_problems(elf, dynamic)
-        return problems, _glibc_max(elf)
+        needed = needed_versions(elf)
+        problems += ceiling_problems(needed, platform)
+        libc = needed.get(platform.libc_versions, []) if platform.libc_versions else []
+        return problems, max(libc, key=version_tuple, default=None)
 
 
-def _needed_problems(dynamic: DynamicSection) -> list[str]:
+def _needed_problems(dynamic: DynamicSection, platform: PlatformPolicy) -> list[str]:
     problems = []
+    allowed = platform.allowed_libraries
     for tag in dynamic.iter_tags():
         if tag.entry.d_tag == "DT_NEEDED":
             lib = tag.needed
-            if lib not in BASE_LIBRARIES and not OWN_LIBRARY.match(lib):
-                problems.append(f"needs {lib}, not a base library")
+            if lib not in allowed and not OWN_LIBRARY.match(lib):
+                problems.append(f"needs {lib}, not a base library of {platform.name}")
         elif tag.entry.d_tag in ("DT_RPATH", "DT_RUNPATH"):
             value = tag.rpath if tag.entry.d_tag == "DT_RPATH" else tag.runpath
             for entry in value.split(":"):
@@ -257,22 +266,49 @@ def _needed(dynamic: DynamicSection) -> set[str]:
     return {tag.needed for tag in dynamic.iter_tags() if tag.entry.d_tag == "DT_NEEDED"}
 
 
-def _glibc_max(elf: ELFFile) -> str | None:
-    versions = []
+# --- what the files need of the system ------------------------------------------
+
+
+def needed_versions(elf: ELFFile) -> dict[str, list[str]]:
+    """Namespace -> versions, of every symbol version the file needs from
+    another library (its own libpython's aside); a name that is no
+    namespace_version pair (GLIBC_PRIVATE) is its own namespace, versionless."""
+    found: dict[str, list[str]] = {}
     for section in elf.iter_sections():
-        if isinstance(section, GNUVerNeedSection):
-            for _verneed, auxiliaries in section.iter_versions():
-                for aux in auxiliaries:
-                    if aux.name.startswith("GLIBC_") and re.fullmatch(r"GLIBC_\d+(\.\d+)*", aux.name):
-                        versions.append(aux.name[len("GLIBC_"):])
-    return max(versions, key=_version_key, default=None)
+        if not isinstance(section, GNUVerNeedSection):
+            continue
+        for verneed, auxiliaries in section.iter_versions():
+            if OWN_LIBRARY.match(verneed.name or ""):
+                continue
+            for aux in (a for a in auxiliaries if a.name):  # a nameless one is damage: version_problems
+                match = SYMBOL_VERSION.match(aux.name)
+                namespace, version = (match["namespace"], match["version"]) if match else (aux.name, "")
+                found.setdefault(namespace, []).append(version)
+    return found
 
 
-def _version_key(version: str) -> tuple[int, ...]:
-    return tuple(int(part) for part in version.split("."))
+def ceiling_problems(needed: dict[str, list[str]], platform: PlatformPolicy) -> list[str]:
+    """Each namespace but the libc's (the floor is its ceiling, checked over the
+    whole tree) must be one the policy names, at or below its ceiling."""
+    problems = []
+    for namespace, versions in sorted(needed.items()):
+        if platform.libc_versions and namespace == platform.libc_versions:
+            continue
+        ceiling = platform.symbol_versions.get(namespace)
+        if ceiling is None or not all(versions):
+            names = ", ".join(sorted(f"{namespace}_{v}" if v else namespace for v in set(versions)))
+            problems.append(f"needs symbol versions {platform.name} does not allow: {names}")
+            continue
+        above = sorted({v for v in versions if version_tuple(v) > version_tuple(ceiling)}, key=version_tuple)
+        if above:
+            problems.append(f"needs {namespace}_{above[-1]}, above {platform.name}'s {namespace}_{ceiling}")
+    return problems
 
 
-def manylinux_tag(glibc_max: str | None, arch: str) -> str:
-    """The PEP 600 tag the files support: manylinux_<major>_<minor>_<arch>."""
-    major, minor = (_version_key(glibc_max) + (0,))[:2] if glibc_max else (2, 5)
-    return f"manylinux_{major}_{minor}_{arch}"
+def platform_tag(platform: PlatformPolicy, libc_max: str | None) -> str:
+    """The tag the files support. manylinux (PEP 600): the highest glibc
+    version they need (the floor when they need no versioned symbol of it).
+    musllinux (PEP 656): musl has no symbol versions, so the policy's floor."""
+    if platform.libc_versions and libc_max:
+        return platform.tag(libc_max)
+    return platform.tag(platform.floor)

@@ -10,14 +10,21 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+from pathlib import PurePosixPath
 from typing import Literal
 
 from packaging.version import Version
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from relocpy.errors import UsageError
 
 SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
+DOTTED_VERSION_RE = re.compile(r"^\d+(\.\d+)*$")
+
+
+def version_tuple(text: str) -> tuple[int, ...]:
+    """'2.2.5' -> (2, 2, 5): symbol and libc versions compare part by part."""
+    return tuple(int(part) for part in text.split("."))
 
 
 class Model(BaseModel):
@@ -112,8 +119,69 @@ class PythonRecipe(Model):
         return f"{v.major}.{v.minor}"
 
 
+class RunSpec(Model):
+    """How validation runs a target's interpreter: on this host, through the
+    libc's loader installed on this host, with qemu-user over a foreign root,
+    or in a container image."""
+
+    how: Literal["host", "loader", "emulator", "container"]
+    emulator: str = ""  # how = "emulator": the qemu-user program, e.g. qemu-aarch64
+    root: str = ""  # how = "emulator": the foreign root holding the target's loader and libc
+    image: str = ""  # how = "container": the image to run it in
+
+
+class PlatformPolicy(Model):
+    """What an ELF file for one libc, arch and floor may need from the system
+    it runs on (recipes/policies.toml), as auditwheel keeps its policies."""
+
+    name: str  # the tag the policy grants at its floor, e.g. manylinux_2_17_x86_64
+    family: Literal["manylinux", "musllinux"]
+    libc: Literal["glibc", "musl"]
+    arch: Literal["x86_64", "aarch64"]
+    floor: str  # the libc version promised: manylinux_2_17 needs glibc 2.17 or newer
+    libc_versions: str = ""  # the libc's own symbol-version namespace (GLIBC): its highest decides the tag
+    loader: str  # PT_INTERP, e.g. /lib64/ld-linux-x86-64.so.2
+    libraries: list[str]  # DT_NEEDED allowed besides the loader and the tree's own libpython
+    symbol_versions: dict[str, str] = {}  # any other namespace allowed -> the highest version allowed
+    run: RunSpec
+
+    @field_validator("floor")
+    @classmethod
+    def _floor_is_a_version(cls, value: str) -> str:
+        if not DOTTED_VERSION_RE.match(value):
+            raise ValueError("must be a version like 2.17")
+        return value
+
+    @field_validator("symbol_versions")
+    @classmethod
+    def _ceilings_are_versions(cls, value: dict[str, str]) -> dict[str, str]:
+        for namespace, ceiling in value.items():
+            if not DOTTED_VERSION_RE.match(ceiling):
+                raise ValueError(f"{namespace}: {ceiling!r} is not a version like 3.4.19")
+        return value
+
+    @model_validator(mode="after")
+    def _name_is_the_tag_at_the_floor(self) -> PlatformPolicy:
+        # One family per libc: then one name per libc, arch and floor.
+        if (self.family == "manylinux") != (self.libc == "glibc"):
+            raise ValueError(f"family: {self.family} is not a family of {self.libc} tags")
+        if self.name != self.tag(self.floor):
+            raise ValueError(f"name: a {self.family} policy at floor {self.floor} is named {self.tag(self.floor)}")
+        return self
+
+    @property
+    def allowed_libraries(self) -> set[str]:
+        return {*self.libraries, PurePosixPath(self.loader).name}
+
+    def tag(self, libc_version: str) -> str:
+        """PEP 600 / PEP 656: {family}_{major}_{minor}_{arch}."""
+        major, minor = (version_tuple(libc_version) + (0,))[:2]
+        return f"{self.family}_{major}_{minor}_{self.arch}"
+
+
 class Recipes(Model):
     targets: dict[str, Target]
+    policies: dict[str, PlatformPolicy]
     dependencies: dict[str, Dependency]
     pythons: dict[str, PythonRecipe]
     options: dict[str, VariantOption]
@@ -157,12 +225,14 @@ class BuildPlan(Model):
     configure_flags: list[str]
     cpython_template_sha256: str
     excluded_modules: dict[str, str]
+    platform: PlatformPolicy | None = None  # what validation holds the files to (Linux targets)
 
     @property
     def content_hash(self) -> str:
-        """Stable hash of everything that decides the build's output (which
-        CPython tests the validation ignores does not)."""
-        data = self.model_dump(mode="json", exclude={"python": {"known_test_failures"}})
+        """Stable hash of everything that decides the build's output (what
+        validation holds the output to does not: the platform policy and which
+        CPython tests it ignores)."""
+        data = self.model_dump(mode="json", exclude={"python": {"known_test_failures"}, "platform": True})
         blob = json.dumps(data, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(blob.encode()).hexdigest()
 
@@ -227,7 +297,7 @@ class ArtifactKey(Model):
         return cls(**fields)
 
 
-METADATA_SCHEMA_VERSION = 1
+METADATA_SCHEMA_VERSION = 2  # 2: the validation policy passed and the facts measured
 
 
 class Component(Model):
@@ -240,10 +310,34 @@ class Component(Model):
     sha256: str
 
 
+class ValidationPolicy(Model):
+    """Everything validation holds one build's files and interpreter to, built
+    once (validate.validation_policy) and recorded in each artifact's
+    metadata, so that `relocpy validate` applies exactly it again."""
+
+    platform: PlatformPolicy
+    enforce_floor: bool  # False: needing more than the floor is a warning (gcc links the build host's glibc)
+    excluded_modules: dict[str, str]  # module -> why the recipe leaves it out
+    export_prefixes: list[str]  # symbol prefixes of the bundled libraries, which no file may export
+    known_test_failures: dict[str, str] = {}
+    # Directories of the build machine no file may name: not recorded, they
+    # mean nothing on another machine (and would make metadata differ by machine).
+    build_paths: list[str] = Field(default=[], exclude=True)
+
+
+class MeasuredFacts(Model):
+    """What the validated interpreter reported about itself (checks/smoke.py, checks/tags.py)."""
+
+    openssl_version: str | None  # ssl.OPENSSL_VERSION
+    sqlite_version: str | None  # sqlite3.sqlite_version
+    ext_suffix: str  # sysconfig's EXT_SUFFIX, e.g. .cpython-313-x86_64-linux-gnu.so
+    extension_modules: list[str]  # built by configure, and imported
+
+
 class ArtifactMetadata(Model):
     """Written beside each archive as `<archive name>.json`."""
 
-    schema_version: int = METADATA_SCHEMA_VERSION
+    schema_version: Literal[2] = METADATA_SCHEMA_VERSION
     name: str  # the archive's file name (ArtifactKey.filename)
     key: ArtifactKey
     python_version: str
@@ -257,7 +351,8 @@ class ArtifactMetadata(Model):
     variant: str  # canonical variant name, always set (e.g. pgo+lto)
     configure_flags: list[str]
     components: list[Component]
-    excluded_modules: dict[str, str] = {}
+    validation: ValidationPolicy  # the policy the archive passed
+    measured: MeasuredFacts
     source_date_epoch: int
     plan_hash: str
     sha256: str

@@ -22,7 +22,7 @@ from relocpy import elf, shell
 from relocpy.artifacts import tree_in_archive
 from relocpy.fetch import FetchedSource
 from relocpy.hashing import file_sha256
-from relocpy.models import ArtifactKey, ArtifactMetadata, BuildPlan, Component
+from relocpy.models import ArtifactKey, ArtifactMetadata, BuildPlan, Component, ValidationPolicy
 from relocpy.toolchain import StripTool
 from relocpy.validate import TEST_MODULES, ValidationReport
 
@@ -61,15 +61,17 @@ def write_archives(
 
 
 def write_metadata(
-    archives: dict[str, Path], plan: BuildPlan, report: ValidationReport, components: list[Component], source_date_epoch: int
+    archives: dict[str, Path], plan: BuildPlan, policy: ValidationPolicy, report: ValidationReport,
+    components: list[Component], source_date_epoch: int,
 ) -> list[ArtifactMetadata]:
-    """The .json beside each archive: what validating the archives found out."""
+    """The .json beside each archive: the policy the archives passed, and what
+    validating them found out."""
     common = _metadata_fields(plan, report, components, source_date_epoch)
     artifacts = []
     for archive in archives.values():
         meta = ArtifactMetadata(
             name=archive.name, key=ArtifactKey.parse(archive.name), sha256=file_sha256(archive),
-            size=archive.stat().st_size, **common,
+            size=archive.stat().st_size, validation=policy, **common,
         )
         archive.with_name(f"{archive.name}.json").write_text(meta.model_dump_json(indent=2) + "\n")
         artifacts.append(meta)
@@ -102,7 +104,7 @@ def _metadata_fields(plan, report: ValidationReport, components, source_date_epo
         "variant": plan.variant.name,
         "configure_flags": plan.configure_flags,
         "components": components,
-        "excluded_modules": plan.excluded_modules,
+        "measured": report.measured,
         "source_date_epoch": source_date_epoch,
         "plan_hash": plan.content_hash,
     }

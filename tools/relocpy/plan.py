@@ -8,7 +8,7 @@ from pathlib import Path
 from relocpy.errors import RecipeError, UnknownNameError
 from relocpy.models import BuildPlan, DependencyStep, PatchRef, Recipes
 from relocpy.paths import patches_dir, templates_dir
-from relocpy.recipes import get_python, get_target, parse_variant, unbuildable_reason
+from relocpy.recipes import get_python, get_target, parse_variant, platform_policy, unbuildable_reason
 
 CPYTHON_TEMPLATE = "cpython.sh.j2"
 
@@ -20,6 +20,10 @@ def resolve_plan(recipes: Recipes, python: str, target: str, variant: str | None
     reason = unbuildable_reason(target_recipe, chosen.options)
     if reason:
         raise UnknownNameError(f"cannot build variant '{chosen.name}' for {target}: {reason}")
+    platform = platform_policy(recipes, target_recipe)
+    if platform is None and target_recipe.os == "linux":
+        raise RecipeError(f"policies.toml: no platform policy for {target} ({target_recipe.libc} {target_recipe.arch} "
+                          f"at floor {target_recipe.floor})")
     return BuildPlan(
         python=python_recipe,
         target=target_recipe,
@@ -30,6 +34,7 @@ def resolve_plan(recipes: Recipes, python: str, target: str, variant: str | None
         configure_flags=[*python_recipe.configure, *chosen.configure],
         cpython_template_sha256=_file_sha256(templates_dir() / CPYTHON_TEMPLATE),
         excluded_modules=python_recipe.excluded_modules,
+        platform=platform,
     )
 
 

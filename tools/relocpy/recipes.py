@@ -10,10 +10,10 @@ from packaging.version import InvalidVersion, Version
 from pydantic import BaseModel, ValidationError
 
 from relocpy.errors import RecipeError, UnknownNameError
-from relocpy.models import BuildCell, Dependency, PythonRecipe, Recipes, Target, Variant, VariantOption
+from relocpy.models import BuildCell, Dependency, PlatformPolicy, PythonRecipe, Recipes, Target, Variant, VariantOption
 from relocpy.paths import patches_dir, recipes_dir, templates_dir
 
-RECIPE_FILES = ("targets.toml", "dependencies.toml", "pythons.toml", "variants.toml")
+RECIPE_FILES = ("targets.toml", "dependencies.toml", "pythons.toml", "variants.toml", "policies.toml")
 
 
 def load_recipes(directory: Path | None = None) -> Recipes:
@@ -25,6 +25,7 @@ def load_recipes(directory: Path | None = None) -> Recipes:
         dependencies=_table(directory / "dependencies.toml", raw["dependencies.toml"], {}, Dependency, "name"),
         pythons=_table(directory / "pythons.toml", *_with_defaults(raw["pythons.toml"]), PythonRecipe, "version"),
         options=_table(directory / "variants.toml", variants.get("options", {}), {}, VariantOption, "name", "options."),
+        policies=_table(directory / "policies.toml", raw["policies.toml"], {}, PlatformPolicy, "name"),
         default_variant=_required(directory / "variants.toml", variants, "default"),
         unnamed_variant=_required(directory / "variants.toml", variants, "unnamed"),
         published_variants=_required(directory / "variants.toml", variants, "published"),
@@ -70,8 +71,8 @@ def _table(path: Path, data: dict, defaults: dict, model: type[BaseModel], key_f
             out[key] = model(**{key_field: key, **defaults, **fields})
         except ValidationError as exc:
             error = exc.errors()[0]
-            where = ".".join(str(part) for part in error["loc"])
-            raise RecipeError(f"{path}: [{prefix}{key}].{where}: {error['msg']}") from None
+            where = "".join(f".{part}" for part in error["loc"])  # none: a check across fields
+            raise RecipeError(f"{path}: [{prefix}{key}]{where}: {error['msg']}") from None
     return out
 
 
@@ -99,6 +100,7 @@ def check_recipes(recipes: Recipes) -> list[str]:
         if target.runner == "docker" and not (target.image and target.image_suite):
             problems.append(f"targets.toml: [{triple}]: the docker runner needs image and image_suite")
     problems += _variant_problems(recipes)
+    problems += _policy_problems(recipes)
     cycle = _find_cycle(recipes)
     if cycle:
         problems.append("dependencies.toml: dependency cycle: " + " -> ".join(cycle))
@@ -117,6 +119,17 @@ def _variant_problems(recipes: Recipes) -> list[str]:
             parse_variant(recipes, variant)
         except UnknownNameError as exc:
             problems.append(f"variants.toml: {exc}")
+    return problems
+
+
+def _policy_problems(recipes: Recipes) -> list[str]:
+    """Every Linux target is validated by a platform policy (macOS and Windows
+    files are not ELF: their rules are not policies yet)."""
+    problems = []
+    for triple, target in recipes.targets.items():
+        if target.os == "linux" and platform_policy(recipes, target) is None:
+            problems.append(f"targets.toml: [{triple}]: no platform policy for {target.libc} {target.arch} "
+                            f"at floor {target.floor} in policies.toml")
     return problems
 
 
@@ -162,6 +175,12 @@ def get_target(recipes: Recipes, triple: str) -> Target:
         return recipes.targets[triple]
     known = ", ".join(sorted(recipes.targets))
     raise UnknownNameError(f"unknown target '{triple}' (known: {known})")
+
+
+def platform_policy(recipes: Recipes, target: Target) -> PlatformPolicy | None:
+    """The policy of the target's libc, arch and floor, if there is one."""
+    found = [p for p in recipes.policies.values() if (p.libc, p.arch, p.floor) == (target.libc, target.arch, target.floor)]
+    return found[0] if found else None
 
 
 def parse_variant(recipes: Recipes, name: str, python: PythonRecipe | None = None) -> Variant:

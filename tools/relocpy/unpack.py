@@ -45,11 +45,20 @@ class Plan:
 
 
 def unpack(archive: Path, dest: Path, raw: bytes | None = None) -> Path:
-    """Check every member, then write them under dest; returns dest/python.
+    """Check every member, then write them under dest; returns dest/python,
+    which must hold bin/python3 (an install_only archive).
 
     raw is the archive already inflated (StreamInflater), if it was. dest is a
     staging dir that the caller discards if anything fails.
     """
+    prefix = extract(archive, dest, raw)
+    if not (prefix / "bin" / "python3").exists():
+        raise InstallError(f"{archive.name}: no {ROOT}/bin/python3 in the archive")
+    return prefix
+
+
+def extract(archive: Path, dest: Path, raw: bytes | None = None) -> Path:
+    """unpack, for any flavor: returns dest/python, whatever it holds."""
     raw = inflate(archive) if raw is None else raw
     try:
         members = tarfile.open(fileobj=io.BytesIO(raw), mode="r:").getmembers()  # shares raw, no copy
@@ -60,10 +69,7 @@ def unpack(archive: Path, dest: Path, raw: bytes | None = None) -> Path:
         write(plan, memoryview(raw), dest)
     except OSError as exc:
         raise InstallError(f"{archive.name}: cannot unpack: {exc}") from None
-    prefix = dest / ROOT
-    if not (prefix / "bin" / "python3").exists():
-        raise InstallError(f"{archive.name}: no {ROOT}/bin/python3 in the archive")
-    return prefix
+    return dest / ROOT
 
 
 def inflate(archive: Path) -> bytes:

@@ -2,7 +2,10 @@
 and a real run of every bundled library from a moved copy at an awkward path.
 artifacts.validate_archive applies them to each archive as it ships.
 
-Any violation raises ValidationFailed listing them; nothing reaches --dist.
+The rules come from one ValidationPolicy, built here from the plan (its
+target's platform policy, modules, exports, tests, toolchain) and recorded in
+each artifact's metadata. Any violation raises ValidationFailed listing them;
+nothing reaches --dist.
 """
 
 from __future__ import annotations
@@ -13,14 +16,17 @@ import re
 import shutil
 import subprocess
 from pathlib import Path
+from platform import machine
 
 from pydantic import BaseModel
 
 from relocpy import elf
 from relocpy.cpython import INSTALL_PREFIX
-from relocpy.errors import ValidationFailed
+from relocpy.errors import UsageError, ValidationFailed
+from relocpy.models import BuildPlan, MeasuredFacts, PlatformPolicy, ValidationPolicy, version_tuple
 from relocpy.progress import info, warn
 from relocpy.tlsprobe import LoopbackTLSServer, build_wheel
+from relocpy.toolchain import links_against_floor
 
 CHECKS = Path(__file__).parent / "checks"
 # Test extension modules, dropped from the install_only flavors.
@@ -40,57 +46,63 @@ REGRESSION_TESTS = [
 ALWAYS_FORBIDDEN = [INSTALL_PREFIX]
 
 
-class ValidationPolicy(BaseModel):
-    """What a build promises about its files, checked on the tree before it is
-    packaged and again on every archive, unpacked as a consumer would."""
-
-    arch: str
-    excluded_modules: dict[str, str]
-    export_prefixes: list[str]
-    build_paths: list[str] = []  # directories of the build machine no file may name
-    floor: str | None = None
-    enforce_floor: bool = False
-    known_test_failures: dict[str, str] = {}
+def validation_policy(plan: BuildPlan, build_paths: list[str]) -> ValidationPolicy:
+    """The one policy a build's files and interpreter are held to: its target's
+    platform policy, and what the plan says about modules, exported symbols,
+    CPython's tests and the toolchain (`build_paths`: this machine's dirs)."""
+    if plan.platform is None:
+        raise UsageError(f"{plan.target.triple}: no platform policy: only Linux targets can be validated")
+    return ValidationPolicy(
+        platform=plan.platform,
+        enforce_floor=links_against_floor(plan.target),
+        excluded_modules=plan.excluded_modules,
+        export_prefixes=[p for s in plan.dependencies for p in s.dependency.exports],
+        known_test_failures=plan.python.known_test_failures,
+        build_paths=build_paths,
+    )
 
 
 class ValidationReport(BaseModel):
     platform_tag: str
-    glibc_max: str | None
+    glibc_max: str | None  # the highest version of the libc's symbol-version namespace needed
     abiflags: str
     python_tag: str
     abi_tag: str
     wheel_tags: list[str]
     checks: list[str]
     facts: dict
+    measured: MeasuredFacts
 
 
 def check_files(tree: Path, policy: ValidationPolicy) -> elf.ElfSummary:
     """The checks that read the files without running them: ELF rules, paths of
-    the build machine, the glibc floor. Raises ValidationFailed."""
-    summary = elf.check_tree(tree, policy.export_prefixes)
+    the build machine, the floor. Raises ValidationFailed."""
+    summary = elf.check_tree(tree, policy.platform, policy.export_prefixes)
     problems = list(summary.problems)
     problems += find_build_paths(tree, [*ALWAYS_FORBIDDEN, *policy.build_paths])
-    problems += floor_problems(summary, policy.floor, policy.enforce_floor)
+    problems += floor_problems(summary, policy.platform, policy.enforce_floor)
     if problems:
         raise ValidationFailed(_summarise(problems))
     return summary
 
 
-def floor_problems(summary: elf.ElfSummary, floor: str | None, enforce: bool) -> list[str]:
+def tag_of(summary: elf.ElfSummary, policy: ValidationPolicy) -> str:
+    return elf.platform_tag(policy.platform, summary.libc_max)
+
+
+def floor_problems(summary: elf.ElfSummary, platform: PlatformPolicy, enforce: bool) -> list[str]:
     """Above the floor is a failure when the toolchain links against the floor's
     glibc (zig), and only a warning when it links against the build host's."""
-    if not (floor and summary.glibc_max and _version(summary.glibc_max) > _version(floor)):
+    floor, namespace = platform.floor, platform.libc_versions
+    if not (namespace and summary.libc_max and version_tuple(summary.libc_max) > version_tuple(floor)):
         return []
-    worst = sorted(name for name, v in summary.glibc_by_file.items() if _version(v) > _version(floor))
-    message = f"{len(worst)} ELF files need more than GLIBC_{floor} (up to GLIBC_{summary.glibc_max}), e.g. {worst[0]}"
+    worst = sorted(name for name, v in summary.libc_by_file.items() if version_tuple(v) > version_tuple(floor))
+    message = (f"{len(worst)} ELF files need more than {namespace}_{floor} "
+               f"(up to {namespace}_{summary.libc_max}), e.g. {worst[0]}")
     if enforce:
         return [message]
     warn(message)
     return []
-
-
-def _version(text: str) -> tuple[int, ...]:
-    return tuple(int(part) for part in text.split("."))
 
 
 def _summarise(problems: list[str]) -> str:
@@ -123,7 +135,8 @@ def find_build_paths(tree: Path, forbidden: list[str]) -> list[str]:
 
 def run_runtime_checks(prefix: Path, scratch: Path, policy: ValidationPolicy, regression_tests: bool) -> dict:
     """Run the interpreter at `prefix` (a tree already unpacked and moved), with
-    `scratch` for venvs and wheels; CPython's tests only if regression_tests."""
+    `scratch` for venvs and wheels; CPython's tests only if regression_tests.
+    The caller has checked that it can run here (require_runnable)."""
     link = scratch / "python3-link"
     link.symlink_to(prefix / "bin" / "python3")
     checker = _Checker(scratch, link, prefix, policy.excluded_modules)
@@ -134,6 +147,23 @@ def run_runtime_checks(prefix: Path, scratch: Path, policy: ValidationPolicy, re
     if regression_tests:
         checker.regression_tests(policy.known_test_failures)
     return result
+
+
+def require_runnable(platform: PlatformPolicy) -> None:
+    """Runtime checks run the interpreter on this host: natively, or through the
+    libc's loader installed here. Emulators and containers are not wired in yet."""
+    how, here = platform.run.how, host_arch()
+    if how not in ("host", "loader"):
+        raise UsageError(f"{platform.name}: its interpreter runs through {how} ({platform.run.emulator or platform.run.image}), "
+                         "which runtime validation does not do yet")
+    if here != platform.arch:
+        raise UsageError(f"{platform.name}: cannot run {platform.arch} interpreters on this {here} host")
+    if how == "loader" and not Path(platform.loader).exists():
+        raise UsageError(f"{platform.name}: running its interpreter needs {platform.loader} on this host")
+
+
+def host_arch() -> str:
+    return {"amd64": "x86_64", "arm64": "aarch64"}.get(machine().lower(), machine())
 
 
 class _Checker:
@@ -182,7 +212,14 @@ class _Checker:
     def _interpreter_facts(self, report: dict) -> dict:
         out = self.run("wheel tags", [self.python, CHECKS / "tags.py"])
         tags = json.loads(out)
-        return {**tags, "checks": report["ok"], "facts": report["facts"]}
+        facts = report["facts"]
+        measured = MeasuredFacts(
+            openssl_version=facts.get("ssl", {}).get("openssl"),
+            sqlite_version=facts.get("sqlite3"),
+            ext_suffix=tags.pop("ext_suffix"),
+            extension_modules=facts.get("extension_modules", []),
+        )
+        return {**tags, "checks": report["ok"], "facts": facts, "measured": measured}
 
     def venv_and_wheel(self) -> None:
         venv = self.tmp / "venv with space"

@@ -164,13 +164,14 @@ def _():
 
 @check("extension_modules")
 def _():
-    """Every extension module configure built imports; none went missing silently."""
+    """Every extension module configure built imports; none went missing
+    silently. Returns the ones imported, for the artifact's metadata."""
     import importlib
     import sysconfig
 
     excluded = set(json.loads(os.environ.get("RELOCPY_EXCLUDED_MODULES", "[]")))
     absent_ok = set(json.loads(os.environ.get("RELOCPY_ABSENT_OK", "[]")))
-    missing, broken = [], []
+    missing, broken, imported = [], [], []
     for key, state in sysconfig.get_config_vars().items():
         if not (key.startswith("MODULE_") and key.endswith("_STATE")):
             continue
@@ -180,11 +181,12 @@ def _():
         elif state == "yes" and name not in absent_ok:
             try:
                 importlib.import_module(name)
+                imported.append(name)
             except Exception as exc:
                 broken.append(f"{name} ({exc})")
     assert not missing, "not built and not excluded by the recipe: " + ", ".join(sorted(missing))
     assert not broken, "built but not importable: " + ", ".join(broken)
-    return None
+    return sorted(imported)
 
 
 print(json.dumps({"ok": ok, "failed": failed, "facts": facts}, default=str))

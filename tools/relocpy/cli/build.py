@@ -69,6 +69,7 @@ def validate(args) -> None:
     from relocpy.artifacts import archives_to_validate, validate_artifact
     from relocpy.progress import info
 
-    for archive in archives_to_validate([Path(p) for p in args.paths]):
+    archives = [archive for path in args.paths for archive in archives_to_validate(Path(path))]
+    for archive in archives:
         report = validate_artifact(archive)
         info(f"{archive}: valid ({report.platform_tag}, {len(report.checks)} runtime checks)")
