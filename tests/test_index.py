@@ -24,7 +24,8 @@ def test_build_writes_entries_and_signature(dist, signing_key, env):
     archive = next(dist.glob("*.tar.gz"))
     assert entry.name == archive.name and entry.size == archive.stat().st_size
     assert entry.url.endswith(archive.name.replace("+", "%2B"))
-    assert entry.platform_tag == "manylinux_2_17_x86_64" and entry.flavor == "install_only"
+    assert entry.key.platform_tag == "manylinux_2_17_x86_64" and entry.flavor == "install_only"
+    assert entry.platform.model_dump() == {"os": "linux", "arch": "x86_64", "libc": "glibc", "floor": "2.17"}
     assert entry.metadata_url.endswith(".tar.gz.json")
     assert index.expires - index.generated == timedelta(days=30)
     keys.verify((dist / "index.json").read_bytes(), (dist / "index.json.sig").read_bytes(), [keys.parse_trusted(public)])

@@ -1,5 +1,6 @@
 """install, list, run, uninstall against a real HTTP server on loopback, and every refusal."""
 
+import json
 import os
 import subprocess
 import tarfile
@@ -41,6 +42,11 @@ def test_install_run_list_reinstall_uninstall(client):
     assert ran.stdout.strip() == f"{link} a b"  # the stable link, not the store dir
     listed = relocpy("list", "--available", env=env, check=True).stdout
     assert f"{name}" in listed and "installed" in listed and "available" in listed
+    rows = json.loads(relocpy("list", "--json", env=env, check=True).stdout)
+    assert rows == [{"name": name, "state": "installed", "where": str(link)}]
+    receipt = json.loads((link / "RELOCPY.json").read_text())
+    assert receipt["key"]["platform"] == {"os": "linux", "arch": "x86_64", "libc": "glibc", "floor": "2.17"}
+    assert receipt["key"]["version"] == HOST_VERSION
     first_store = os.path.realpath(link)
     again = relocpy("install", f"cpython@{HOST_VERSION}", env=env, check=True)
     assert "already installed" in again.stderr and os.path.realpath(link) == first_store

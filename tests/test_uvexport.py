@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from relocpy.index import Index, IndexEntry
+from relocpy.models import ArtifactKey, Platform
 from relocpy.uvexport import export, platform_fields, uv_variant
 from support import HOST_VERSION, MINOR, relocpy
 
@@ -17,12 +18,11 @@ UV_FIELDS = {"name", "arch", "os", "libc", "major", "minor", "patch", "prereleas
 
 def entry(name_version="3.13.15", platform="manylinux_2_17_x86_64", flavor="install_only", options="pgo+lto",
           variant=None, build="20261124"):
-    suffix = f"-{variant}" if variant else ""
-    name = f"cpython-{name_version}+{build}-{platform}{suffix}-{flavor}.tar.gz"
+    key = ArtifactKey(version=name_version, build_tag=build, platform_tag=platform, variant=variant, flavor=flavor)
+    name = key.filename
     return IndexEntry(
-        name=name, url=name.replace("+", "%2B"), sha256="a" * 64, size=1, implementation="cpython",
-        python_version=name_version, build_tag=build, abi_tag="cp313", platform_tag=platform, variant=variant,
-        build_options=options, flavor=flavor, metadata_url=name + ".json", metadata_sha256="b" * 64,
+        name=name, key=key, url=name.replace("+", "%2B"), sha256="a" * 64, size=1, abi_tag="cp313",
+        build_options=options, metadata_url=name + ".json", metadata_sha256="b" * 64,
     )
 
 
@@ -32,11 +32,14 @@ def index_of(*entries):
 
 
 def test_platform_and_variant_mapping():
-    assert platform_fields("manylinux_2_17_x86_64") == ("linux", "x86_64", "gnu")
-    assert platform_fields("musllinux_1_2_aarch64") == ("linux", "aarch64", "musl")
-    assert platform_fields("macosx_11_0_arm64") == ("darwin", "aarch64", "none")
-    assert platform_fields("win_amd64") == ("windows", "x86_64", "none")
-    assert platform_fields("linux_riscv99") is None
+    def fields(tag):
+        return platform_fields(Platform.from_tag(tag))
+
+    assert fields("manylinux_2_17_x86_64") == ("linux", "x86_64", "gnu")
+    assert fields("musllinux_1_2_aarch64") == ("linux", "aarch64", "musl")
+    assert fields("macosx_11_0_arm64") == ("darwin", "aarch64", "none")
+    assert fields("win_amd64") == ("windows", "x86_64", "none")
+    assert fields("manylinux_2_17_riscv64") is None
     assert uv_variant("freethreaded+pgo+lto") == "freethreaded"
     assert uv_variant("debug+freethreaded") == "freethreaded+debug"
     assert uv_variant("pgo+lto") is None

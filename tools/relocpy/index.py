@@ -17,44 +17,62 @@ from datetime import datetime
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from relocpy.errors import IndexError_
-from relocpy.models import ArtifactKey
+from relocpy.models import ArtifactKey, Platform
 
 INDEX_NAME = "index.json"
 SIG_SUFFIX = ".sig"
-INDEX_SCHEMA_VERSION = 1
+INDEX_SCHEMA_VERSION = 2  # 2: each entry carries its structured key
 MAX_INDEX_BYTES = 32 << 20  # an index larger than this is an attack, not a release
 
 
 class IndexEntry(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    name: str  # archive file name (ArtifactKey.filename)
+    name: str  # archive file name: key.filename, checked
+    key: ArtifactKey  # the identity clients select by: version, platform (os/arch/libc/floor), variant, flavor
     url: str  # absolute, or relative to the index's own URL
     sha256: str
     size: int
-    implementation: str
-    python_version: str
-    build_tag: str
     abi_tag: str
-    platform_tag: str
-    variant: str | None  # None: the default variant
     build_options: str  # canonical option set, e.g. pgo+lto
-    flavor: str
     metadata_url: str
     metadata_sha256: str
 
+    @model_validator(mode="after")
+    def _name_spells_the_key(self) -> IndexEntry:
+        if self.name != self.key.filename:
+            raise ValueError(f"name {self.name} does not spell its key ({self.key.filename})")
+        return self
+
+    # The key's parts, by the names clients read them.
     @property
-    def key(self) -> ArtifactKey:
-        return ArtifactKey.parse(self.name)
+    def python_version(self) -> str:
+        return self.key.version
+
+    @property
+    def variant(self) -> str | None:
+        return self.key.variant
+
+    @property
+    def flavor(self) -> str:
+        return self.key.flavor
+
+    @property
+    def build_tag(self) -> str:
+        return self.key.build_tag
+
+    @property
+    def platform(self) -> Platform:
+        return self.key.platform
 
 
 class Index(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    schema_version: Literal[1] = INDEX_SCHEMA_VERSION
+    schema_version: Literal[2] = INDEX_SCHEMA_VERSION
     serial: int = Field(ge=1)
     generated: datetime
     expires: datetime

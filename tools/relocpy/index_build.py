@@ -60,17 +60,12 @@ def entry_for(dist: Path, meta_path: Path, base_url: str) -> IndexEntry:
         raise IndexError_(f"{meta.name}: sha256 {actual}, metadata says {meta.sha256}")
     return IndexEntry(
         name=meta.name,
+        key=meta.key,
         url=artifact_url(base_url, meta.name),
         sha256=meta.sha256,
         size=meta.size,
-        implementation=meta.key.implementation,
-        python_version=meta.python_version,
-        build_tag=meta.key.build_tag,
         abi_tag=meta.abi_tag,
-        platform_tag=meta.platform_tag,
-        variant=meta.key.variant,
         build_options=meta.variant,
-        flavor=meta.key.flavor,
         metadata_url=artifact_url(base_url, meta_path.name),
         metadata_sha256=file_sha256(meta_path),
     )

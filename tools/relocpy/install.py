@@ -28,7 +28,7 @@ from relocpy.errors import InstallError, RelocpyError
 from relocpy.fetch import fetch_all
 from relocpy.index import Index, IndexEntry
 from relocpy.index_trust import SeenSerials, load_verified, resolve_url
-from relocpy.models import SourceFile
+from relocpy.models import ArtifactKey, Platform, SourceFile, version_tuple
 from relocpy.progress import info
 from relocpy.settings import ClientSettings
 from relocpy.unpack import StreamInflater, unpack
@@ -64,36 +64,50 @@ class Request:
 # --- choosing -------------------------------------------------------------------
 
 
-def host_platforms() -> list[str]:
-    """Platform tags this host runs, best (most specific) first."""
-    return list(dict.fromkeys(tags.platform_tags()))
+def host_platforms() -> list[Platform]:
+    """What this host runs, per (os, arch, libc) the highest floor, best first.
+
+    packaging knows how to ask the host (glibc and musl versions, macOS
+    versions); its tags are read back into Platform by the one tag reader."""
+    best: dict[tuple[str, str, str], Platform] = {}
+    for tag in tags.platform_tags():
+        try:
+            platform = Platform.from_tag(tag)
+        except ValueError:
+            continue  # linux_x86_64 and other tags no relocpy artifact carries
+        kind = (platform.os, platform.arch, platform.libc)
+        if kind not in best or version_tuple(platform.floor) > version_tuple(best[kind].floor):
+            best[kind] = platform
+    return list(best.values())
 
 
-def choose(index: Index, request: Request, flavor: str | None, platforms: list[str]) -> IndexEntry:
+def choose(index: Index, request: Request, flavor: str | None, hosts: list[Platform]) -> IndexEntry:
     flavors = (flavor,) if flavor else DEFAULT_FLAVORS
-    rank = {tag: i for i, tag in enumerate(platforms)}
     fits = [
         e for e in index.artifacts
-        if e.implementation == "cpython" and request.matches(e.python_version, e.variant)
-        and e.flavor in flavors and e.platform_tag in rank
+        if e.key.implementation == "cpython" and request.matches(e.python_version, e.variant)
+        and e.flavor in flavors and any(e.platform.runs_on(host) for host in hosts)
     ]
     if not fits:
-        raise InstallError(_nothing_fits(index, request, flavors, platforms))
+        raise InstallError(_nothing_fits(index, request, flavors, hosts))
 
     def order(e: IndexEntry):
-        return (Version(e.python_version), -rank[e.platform_tag], e.build_tag, -flavors.index(e.flavor))
+        # Newest version, then the newest floor this host runs (the most
+        # specific build), then the newest build, then the preferred flavor.
+        return (Version(e.python_version), version_tuple(e.platform.floor or "0"), e.build_tag, -flavors.index(e.flavor))
 
     return max(fits, key=order)
 
 
-def _nothing_fits(index: Index, request: Request, flavors, platforms: list[str]) -> str:
+def _nothing_fits(index: Index, request: Request, flavors, hosts: list[Platform]) -> str:
     same = [e for e in index.artifacts if request.matches(e.python_version, e.variant)]
     if not same:
         return f"no {request} in the index"
-    seen = sorted({f"{e.platform_tag}/{e.flavor}" for e in same})
+    seen = sorted({f"{e.key.platform_tag}/{e.flavor}" for e in same})
+    here = hosts[0].tag if hosts else "unknown platform"
     return (
-        f"no {request} artifact fits this host ({platforms[0] if platforms else 'unknown platform'}, "
-        f"flavors {', '.join(flavors)}); the index has: {', '.join(seen)}"
+        f"no {request} artifact fits this host ({here}, flavors {', '.join(flavors)}); "
+        f"the index has: {', '.join(seen)}"
     )
 
 
@@ -181,7 +195,8 @@ def install(
     try:
         prefix = unpack(archive, staging, raw)
         smoke_test(prefix)
-        receipt = {"entry": entry.model_dump(mode="json"), "index": source, "serial": index.serial}
+        receipt = {"key": entry.key.model_dump(mode="json"), "entry": entry.model_dump(mode="json"),
+                   "index": source, "serial": index.serial}
         with locked(versions):
             place(versions, name, prefix, receipt)
     finally:
@@ -220,8 +235,8 @@ def installed(versions: Path) -> list[Installed]:
         receipt = link / RECEIPT
         if not link.is_symlink() or not receipt.is_file():
             continue
-        entry = json.loads(receipt.read_text())["entry"]
-        found.append(Installed(link.name, entry["python_version"], entry["variant"], link))
+        key = ArtifactKey.model_validate(json.loads(receipt.read_text())["key"])
+        found.append(Installed(link.name, key.version, key.variant, link))
     return sorted(found, key=lambda i: Version(i.version), reverse=True)
 
 

@@ -269,15 +269,75 @@ ARTIFACT_NAME_RE = re.compile(
 )
 
 
+TAG_ARCHES = {"x86_64": "x86_64", "aarch64": "aarch64", "arm64": "aarch64", "amd64": "x86_64", "i686": "i686"}
+PLATFORM_TAG_RE = re.compile(
+    r"^(?:(?P<family>manylinux|musllinux|macosx)_(?P<major>\d+)_(?P<minor>\d+)_(?P<arch>[a-z0-9_]+)"
+    r"|win_(?P<win_arch>[a-z0-9_]+))$"
+)
+FAMILY = {"manylinux": ("linux", "glibc"), "musllinux": ("linux", "musl"), "macosx": ("macos", "none")}
+
+
+class Platform(Model):
+    """Where an artifact runs: what the index carries and install and the uv
+    export compare. `floor` is the libc version (Linux) or OS version (macOS)
+    it needs at least. The wheel platform tag is its spelling in names."""
+
+    os: Literal["linux", "macos", "windows"]
+    arch: str
+    libc: Literal["glibc", "musl", "none"]
+    floor: str = ""
+
+    @classmethod
+    def from_tag(cls, tag: str) -> Platform:
+        """The one reader of platform tags (PEP 600, PEP 656, macOS and Windows wheels)."""
+        match = PLATFORM_TAG_RE.match(tag)
+        if not match:
+            raise ValueError(f"not a platform tag relocpy builds for: {tag!r}")
+        if match["win_arch"]:
+            return cls(os="windows", arch=TAG_ARCHES.get(match["win_arch"], match["win_arch"]), libc="none")
+        os_name, libc = FAMILY[match["family"]]
+        arch = TAG_ARCHES.get(match["arch"], match["arch"])
+        return cls(os=os_name, arch=arch, libc=libc, floor=f"{match['major']}.{match['minor']}")
+
+    @property
+    def tag(self) -> str:
+        if self.os == "windows":
+            return f"win_{'amd64' if self.arch == 'x86_64' else self.arch}"
+        family = {"glibc": "manylinux", "musl": "musllinux"}.get(self.libc, "macosx")
+        arch = "arm64" if family == "macosx" and self.arch == "aarch64" else self.arch
+        return f"{family}_{self.floor.replace('.', '_')}_{arch}"
+
+    def runs_on(self, host: Platform) -> bool:
+        """Same OS, arch and libc, and the host's version at least the floor."""
+        if (self.os, self.arch, self.libc) != (host.os, host.arch, host.libc):
+            return False
+        return not self.floor or version_tuple(self.floor) <= version_tuple(host.floor)
+
+
 class ArtifactKey(Model):
-    """The identity of one artifact: what build, index and install agree on."""
+    """The identity of one artifact: what build, index, install and the uv
+    export agree on, compared field by field (the file name only spells it)."""
 
     implementation: Literal["cpython"] = "cpython"
     version: str
     build_tag: str
-    platform_tag: str
+    platform: Platform
     variant: str | None = None  # None: the unnamed (default) variant
     flavor: Flavor
+
+    @model_validator(mode="before")
+    @classmethod
+    def _platform_from_tag(cls, data):
+        # Names and older callers give the tag; the key keeps its parts.
+        if isinstance(data, dict) and "platform_tag" in data:
+            data = {**data}
+            tag = data.pop("platform_tag")
+            data["platform"] = Platform.from_tag(tag)
+        return data
+
+    @property
+    def platform_tag(self) -> str:
+        return self.platform.tag
 
     @property
     def filename(self) -> str:

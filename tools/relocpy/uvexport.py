@@ -11,34 +11,25 @@ build first.
 from __future__ import annotations
 
 import json
-import re
 
 from packaging.version import InvalidVersion, Version
 
 from relocpy.errors import IndexError_
 from relocpy.index import Index, IndexEntry
+from relocpy.models import Platform
 from relocpy.index_trust import resolve_url
 
 FLAVOR_PREFERENCE = {"install_only_stripped": 0, "install_only": 1}
-MANYLINUX_RE = re.compile(r"^(manylinux|musllinux)_\d+_\d+_(?P<arch>.+)$")
-MACOS_RE = re.compile(r"^macosx_\d+_\d+_(?P<arch>.+)$")
-ARCHES = {"x86_64": "x86_64", "aarch64": "aarch64", "arm64": "aarch64", "amd64": "x86_64", "i686": "i686"}
+UV_OS = {"linux": "linux", "macos": "darwin", "windows": "windows"}
+UV_LIBC = {"glibc": "gnu", "musl": "musl", "none": "none"}
+UV_ARCHES = {"x86_64", "aarch64", "i686"}
 
 
-def platform_fields(tag: str) -> tuple[str, str, str] | None:
-    """(os, arch family, libc) for a wheel platform tag, or None when uv has no name for it."""
-    if match := MANYLINUX_RE.match(tag):
-        libc = "gnu" if tag.startswith("manylinux") else "musl"
-        os_name = "linux"
-    elif match := MACOS_RE.match(tag):
-        libc, os_name = "none", "darwin"
-    elif tag.startswith("win_"):
-        arch = ARCHES.get(tag.removeprefix("win_"))
-        return ("windows", arch, "none") if arch else None
-    else:
+def platform_fields(platform: Platform) -> tuple[str, str, str] | None:
+    """(os, arch family, libc) as uv names them, or None when uv has no name for it."""
+    if platform.arch not in UV_ARCHES:
         return None
-    arch = ARCHES.get(match.group("arch"))
-    return (os_name, arch, libc) if arch else None
+    return UV_OS[platform.os], platform.arch, UV_LIBC[platform.libc]
 
 
 def uv_variant(options: str) -> str | None:
@@ -49,7 +40,7 @@ def uv_variant(options: str) -> str | None:
 
 
 def uv_entry(entry: IndexEntry, source: str) -> tuple[str, dict] | None:
-    fields = platform_fields(entry.platform_tag)
+    fields = platform_fields(entry.platform)
     if fields is None or entry.flavor not in FLAVOR_PREFERENCE:
         return None
     try:

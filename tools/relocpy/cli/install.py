@@ -80,10 +80,10 @@ def list_(args) -> None:
             for item in installer.installed(settings.install_dir)]
     if args.available:
         _, index = installer.fetch_index(settings)
-        platforms = set(installer.host_platforms())
+        hosts = installer.host_platforms()
         rows += [{"name": installer.install_name(entry.python_version, entry.variant), "state": "available",
                   "where": entry.name}
-                 for entry in index.artifacts if entry.platform_tag in platforms]
+                 for entry in index.artifacts if any(entry.platform.runs_on(host) for host in hosts)]
     if args.json:
         print_json(rows)
         return
