@@ -192,3 +192,39 @@ def test_cli_corrupted_mirror_file_exits_nonzero_and_caches_nothing(tmp_path):
     assert "Traceback" not in result.stderr
     cached = [p.name for p in (tmp_path / "cache").rglob("*") if p.is_file()]
     assert "bzip2-1.0.8.tar.gz" not in cached and not any(n.endswith(".part") for n in cached)
+
+
+def test_defaults_make_a_new_python_one_short_table(recipe_copy):
+    path = recipe_copy / "pythons.toml"
+    path.write_text(path.read_text() + '''
+["3.13.99"]
+patches = []
+[["3.13.99".sources]]
+file = "Python-3.13.99.tar.xz"
+sha256 = "''' + "0" * 64 + '''"
+urls = []
+["3.13.99".excluded_modules]
+_ctypes = "an example: only what differs is stated"
+''')
+    recipes = load_recipes(recipe_copy)
+    new, old = recipes.pythons["3.13.99"], recipes.pythons["3.13.15"]
+    assert new.configure == old.configure and new.known_test_failures == old.known_test_failures
+    assert new.excluded_modules == {**old.excluded_modules, "_ctypes": "an example: only what differs is stated"}
+
+
+def test_defaults_make_a_new_target_state_only_what_differs(recipe_copy):
+    path = recipe_copy / "targets.toml"
+    path.write_text(path.read_text() + '''
+[riscv64-unknown-linux-gnu]
+os = "linux"
+arch = "x86_64"
+libc = "glibc"
+floor = "2.17"
+toolchain = "zig"
+buildable = false
+reason = "an example"
+''')
+    recipes = load_recipes(recipe_copy)
+    new, old = recipes.targets["riscv64-unknown-linux-gnu"], recipes.targets["x86_64-unknown-linux-gnu"]
+    assert new.dependencies == old.dependencies and len(new.dependencies) == 11
+    assert (new.runner, new.image, new.image_suite) == (old.runner, old.image, old.image_suite)

@@ -61,6 +61,16 @@ def _with_defaults(data: dict) -> tuple[dict, dict]:
     return sections, data.get("defaults", {})
 
 
+def _merged(defaults: dict, fields: dict) -> dict:
+    """A section's fields over the defaults: tables add to the default table
+    (a python lists only its own extra excluded modules), anything else replaces."""
+    merged = {**defaults, **fields}
+    for name, value in fields.items():
+        if isinstance(value, dict) and isinstance(defaults.get(name), dict):
+            merged[name] = {**defaults[name], **value}
+    return merged
+
+
 def _table(path: Path, data: dict, defaults: dict, model: type[BaseModel], key_field: str, prefix: str = "") -> dict:
     """Validate each [section] of a recipe file; the section name is the key."""
     out = {}
@@ -68,7 +78,7 @@ def _table(path: Path, data: dict, defaults: dict, model: type[BaseModel], key_f
         if not isinstance(fields, dict):
             raise RecipeError(f"{path}: [{prefix}{key}]: expected a table")
         try:
-            out[key] = model(**{key_field: key, **defaults, **fields})
+            out[key] = model(**{key_field: key, **_merged(defaults, fields)})
         except ValidationError as exc:
             error = exc.errors()[0]
             where = "".join(f".{part}" for part in error["loc"])  # none: a check across fields
