@@ -18,7 +18,7 @@ from relocpy.runners.native import NativeRunner
 from relocpy.toolchain import refused_option, step_env, toolchain_env, toolchain_mounts, zig_target
 from relocpy.validate import floor_problems
 
-pytest.importorskip("ziglang", reason="the zig toolchain is the `zig` extra")
+pytest.importorskip("ziglang", reason="the zig toolchain is relocpy[build]")
 
 
 @pytest.fixture(scope="module")

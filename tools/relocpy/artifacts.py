@@ -6,13 +6,14 @@ import tarfile
 import tempfile
 from pathlib import Path
 
-import zstandard
-
-from relocpy import elf
 from relocpy.errors import RelocpyError, ValidationFailed
+from relocpy.extras import Lazy
 from relocpy.models import ArtifactKey, ArtifactMetadata
 from relocpy.recipes import load_recipes
 from relocpy.validate import ValidationPolicy, ValidationReport, check_files, run_runtime_checks
+
+elf = Lazy("build", "relocpy.elf")  # pyelftools
+zstandard = Lazy("build", "zstandard")
 
 
 def archives_in(directory: Path) -> list[Path]:

@@ -27,13 +27,15 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Literal
 
-import jinja2
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from relocpy.errors import RelocpyError, UnknownNameError
+from relocpy.extras import Lazy
 from relocpy.models import Recipes, Target
 from relocpy.recipes import get_python, parse_variant, supported_variants
 from relocpy.toolchain import refused_option
+
+jinja2 = Lazy("build", "jinja2")
 
 GITHUB_MATRIX_LIMIT = 256
 WORKFLOWS = {"build.yml": "build.yml.j2", "release.yml": "release.yml.j2"}

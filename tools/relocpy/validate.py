@@ -16,11 +16,13 @@ from pathlib import Path
 
 from pydantic import BaseModel
 
-from relocpy import elf
 from relocpy.cpython import INSTALL_PREFIX
 from relocpy.errors import ValidationFailed
+from relocpy.extras import Lazy
 from relocpy.progress import info, warn
 from relocpy.tlsprobe import LoopbackTLSServer, build_wheel
+
+elf = Lazy("build", "relocpy.elf")  # pyelftools
 
 CHECKS = Path(__file__).parent / "checks"
 # Test extension modules, dropped from the install_only flavors.
