@@ -99,8 +99,7 @@ def test_rebuild_with_everything_cached_reuses_the_archives(built, shared_cache,
 def repacked(archive: Path, tmp_path: Path, change) -> Path:
     """A copy of an install_only archive, under its own name, with change(tree) applied."""
     unpacked = tmp_path / "unpacked"
-    with tarfile.open(archive) as tar:
-        tar.extractall(unpacked, filter="data")
+    unpack(archive, unpacked)
     change(unpacked / "python")
     bad = tmp_path / "bad" / archive.name
     bad.parent.mkdir()

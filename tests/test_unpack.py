@@ -6,7 +6,8 @@ import tarfile
 import pytest
 
 from relocpy.errors import UnsafeArchiveError
-from relocpy.unpack import StreamInflater, check_all, gunzip
+from relocpy.unpack import StreamInflater, check_all, extract_all, gunzip
+from support import member, tar_with
 
 PAYLOAD = bytes(range(256)) * 4000
 
@@ -66,3 +67,19 @@ def test_dot_segments_do_not_hide_a_duplicate():
 def test_symlink_loop_refused():
     with pytest.raises(UnsafeArchiveError, match="points outside"):
         check_all(members(("python/a", tarfile.SYMTYPE, "b"), ("python/b", tarfile.SYMTYPE, "a")))
+
+
+@pytest.mark.parametrize("data_filter", [True, False], ids=["data-filter", "before-3.11.4"])
+def test_extract_all_with_and_without_tarfiles_data_filter(tmp_path, monkeypatch, data_filter):
+    """Debian 12's Python 3.11.2 has no tarfile filters: extract_all checks every member itself."""
+    if not data_filter:
+        monkeypatch.delattr(tarfile, "data_filter", raising=False)
+    good, bad = tmp_path / "good.tar.gz", tmp_path / "bad.tar.gz"
+    tar_with(good, [member("python", tarfile.DIRTYPE), member("python/bin/python3", data=b"#!"),
+                    member("python/bin/python", tarfile.SYMTYPE, linkname="python3")])
+    tar_with(bad, [member("python", tarfile.DIRTYPE), member("python/escape", tarfile.SYMTYPE, linkname="../../etc")])
+    extract_all(lambda: tarfile.open(good), tmp_path / "out")
+    assert (tmp_path / "out/python/bin/python").read_bytes() == b"#!"
+    with pytest.raises((UnsafeArchiveError, tarfile.TarError)):
+        extract_all(lambda: tarfile.open(bad), tmp_path / "refused")
+    assert not (tmp_path / "refused" / "python" / "escape").is_symlink()

@@ -10,6 +10,7 @@ from relocpy.errors import RelocpyError, ValidationFailed
 from relocpy.extras import Lazy
 from relocpy.models import ArtifactKey, ArtifactMetadata
 from relocpy.recipes import load_recipes
+from relocpy.unpack import extract_all
 from relocpy.validate import ValidationPolicy, ValidationReport, check_files, run_runtime_checks
 
 elf = Lazy("build", "relocpy.elf")  # pyelftools
@@ -31,8 +32,7 @@ def open_archive(path: Path) -> tarfile.TarFile:
 def unpack(path: Path, into: Path) -> None:
     """Extract refusing absolute paths, '..', links leaving the tree and device files."""
     try:
-        with open_archive(path) as tar:
-            tar.extractall(into, filter="data")
+        extract_all(lambda: open_archive(path), into)
     except (tarfile.TarError, zstandard.ZstdError, EOFError, OSError) as exc:
         raise RelocpyError(f"{path}: cannot unpack: {exc}") from None
 

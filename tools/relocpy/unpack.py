@@ -18,6 +18,7 @@ import queue
 import tarfile
 import threading
 import zlib
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
@@ -65,6 +66,19 @@ def unpack(archive: Path, dest: Path, raw: bytes | None = None) -> Path:
     if not (prefix / "bin" / "python3").exists():
         raise InstallError(f"{archive.name}: no {ROOT}/bin/python3 in the archive")
     return prefix
+
+
+def extract_all(open_tar: Callable[[], tarfile.TarFile], into: Path) -> None:
+    """TarFile.extractall under tarfile's "data" filter. A Python without the
+    filter (before 3.11.4: Debian 12 has 3.11.2) reads the archive twice:
+    check_all() refuses what install would refuse, then extractall writes it."""
+    with open_tar() as tar:
+        if hasattr(tarfile, "data_filter"):
+            tar.extractall(into, filter="data")
+            return
+        check_all(tar.getmembers())
+    with open_tar() as tar:
+        tar.extractall(into)
 
 
 def inflate(archive: Path) -> bytes:
