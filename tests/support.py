@@ -34,17 +34,24 @@ def artifact_key(version: str = HOST_VERSION, **fields) -> ArtifactKey:
     return ArtifactKey(**{**values, **fields})
 
 
-def _skip(rel: Path) -> bool:
-    """Leave out what only makes the archive big: tests, third-party packages, static lib, caches."""
+def _skip(prefix: Path, rel: Path) -> bool:
+    """Keep the interpreter alone: bin/python*, lib/libpython*, the stdlib less its
+    tests and third-party packages, no static lib, no cache, no link leaving the
+    prefix. The prefix may be /usr (a venv of Debian's python)."""
     parts = rel.parts
     if "__pycache__" in parts or rel.suffix == ".a":
         return True
-    if parts[:1] == ("bin",) and len(parts) == 2 and not rel.name.startswith(BIN_PREFIXES):
+    if (prefix / rel).is_symlink() and not (prefix / rel).resolve().is_relative_to(prefix.resolve()):
+        return True  # Debian: sitecustomize.py -> /etc/python3.11/..., libpython3.11.so -> ../../x86_64-linux-gnu/...
+    if parts[0] not in ("bin", "lib"):
         return True
-    if parts[:1] == ("share",):
-        return True
-    stdlib = ("lib", f"python{MINOR}")
-    return parts[:2] == stdlib and len(parts) > 2 and parts[2] in ("test", "site-packages", "idlelib", "tkinter")
+    if len(parts) == 1:
+        return False
+    if parts[0] == "bin":
+        return not rel.name.startswith(BIN_PREFIXES)
+    if parts[1] != f"python{MINOR}":
+        return not parts[1].startswith("libpython")
+    return len(parts) > 2 and parts[2] in ("test", "site-packages", "idlelib", "tkinter")
 
 
 def _normalized(info: tarfile.TarInfo) -> tarfile.TarInfo:
@@ -64,7 +71,7 @@ def pack_host_python(out: Path) -> None:
             for name in sorted(dirs + files):
                 path = Path(root) / name
                 rel = path.relative_to(prefix)
-                if _skip(rel):
+                if _skip(prefix, rel):
                     if name in dirs:
                         dirs.remove(name)
                     continue

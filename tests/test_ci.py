@@ -54,7 +54,7 @@ def copy_tree(tmp_path: Path) -> Path:
 def relocpy(*args: str, root: Path = ROOT) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, "-m", "relocpy", *args], capture_output=True, text=True,
-        env={"RELOCPY_ROOT": str(root), "PATH": str(BIN) + ":/usr/bin:/bin"},
+        env={"RELOCPY_ROOT": str(root), "PATH": str(BIN) + ":/usr/bin:/bin", "PYTHONPATH": str(ROOT / "tools")},
     )
 
 
@@ -377,7 +377,7 @@ def test_release_task_runs_the_release_steps_in_order(tmp_path):
         [sys.executable, "-m", "relocpy", "ci", "release", "--dist", str(dist), "--base-url", "https://h/p",
          "--sign", "/k/key.pem", "--to", "s3://bucket/prefix"],
         capture_output=True, text=True, cwd=tmp_path,
-        env={"RELOCPY_ROOT": str(ROOT), "PATH": f"{bin_dir}:{BIN}:/usr/bin:/bin"},
+        env={"RELOCPY_ROOT": str(ROOT), "PATH": f"{bin_dir}:{BIN}:/usr/bin:/bin", "PYTHONPATH": str(ROOT / "tools")},
     )
     assert result.returncode == 0, result.stderr
     lines = calls.read_text().splitlines()

@@ -194,7 +194,7 @@ def test_image_build_failure_leaves_no_container(engine, base_images, tmp_path):
 
 
 def test_zig_links_against_glibc_2_17_in_a_bullseye_builder(engine, base_images, tmp_path):
-    ziglang = pytest.importorskip("ziglang", reason="the zig toolchain is the `zig` extra")
+    ziglang = pytest.importorskip("ziglang", reason="the zig toolchain is relocpy[build]")
     source = project_root().parent / "shared" / "sources" / ZLIB_TARBALL
     target = get_target(load_recipes(), "x86_64-unknown-linux-gnu")
     runner = DockerRunner(target.model_copy(update={"image": base_images["bullseye"]}), engine)

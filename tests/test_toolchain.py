@@ -11,14 +11,14 @@ from relocpy import elf
 from relocpy.ci import all_cells, load_settings
 from relocpy.paths import ci_dir
 from relocpy.deps import StepContext
-from relocpy.errors import RelocpyError, UnknownNameError, UsageError
+from relocpy.errors import RelocpyError, UnknownNameError
 from relocpy.plan import resolve_plan
 from relocpy.recipes import get_target, load_recipes
 from relocpy.runners.native import NativeRunner
 from relocpy.toolchain import refused_option, step_env, toolchain_env, toolchain_mounts, zig_target
 from relocpy.validate import floor_problems
 
-pytest.importorskip("ziglang", reason="the zig toolchain is the `zig` extra")
+pytest.importorskip("ziglang", reason="the zig toolchain is relocpy[build]")
 
 
 @pytest.fixture(scope="module")

@@ -17,7 +17,6 @@ import os
 import re
 import subprocess
 import sys
-import tarfile
 import tempfile
 import time
 from pathlib import Path
@@ -25,6 +24,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tools"))
 from relocpy import elf  # noqa: E402
+from relocpy.artifacts import unpack  # noqa: E402
 
 TARGET = "x86_64-unknown-linux-gnu"
 STEP_TIME = re.compile(r"build CPython [^:]*: done in ([0-9.]+)s")
@@ -47,8 +47,8 @@ def build(args, runner: str, dist: Path) -> tuple[float, float]:
 
 def glibc_by_file(dist: Path) -> dict[str, str]:
     [archive] = dist.glob("cpython-*-install_only.tar.gz")
-    with tempfile.TemporaryDirectory() as tmp, tarfile.open(archive) as tar:
-        tar.extractall(tmp, filter="data")
+    with tempfile.TemporaryDirectory() as tmp:
+        unpack(archive, Path(tmp))
         return elf.check_tree(Path(tmp) / "python", []).glibc_by_file
 
 

@@ -6,14 +6,16 @@ import tarfile
 import tempfile
 from pathlib import Path
 
-import zstandard
 from pydantic import ValidationError
 
 from relocpy.errors import InstallError, UsageError, ValidationFailed
+from relocpy.extras import Lazy
 from relocpy.hashing import file_sha256
 from relocpy.models import METADATA_SCHEMA_VERSION, ArtifactKey, ArtifactMetadata, ValidationPolicy
 from relocpy.unpack import extract
 from relocpy.validate import ValidationReport, check_files, require_runnable, run_runtime_checks, tag_of
+
+zstandard = Lazy("build", "zstandard")
 
 
 def archives_in(directory: Path) -> list[Path]:

@@ -17,6 +17,7 @@ from relocpy.artifacts import validate_archive
 from relocpy.cpython import build_cpython
 from relocpy.deps import COMPLETE_MARKER, StepContext, build_dependencies, cache_entry_lock
 from relocpy.errors import ValidationFailed
+from relocpy.extras import Lazy
 from relocpy.fetch import fetch_all
 from relocpy.models import ArtifactMetadata, BuildPlan, check_build_tag
 from relocpy.package import bundled_components, license_texts, write_archives, write_metadata
@@ -26,6 +27,8 @@ from relocpy.runners import get_runner
 from relocpy.settings import FetchSettings
 from relocpy.toolchain import StripTool, strip_tool, toolchain_env, toolchain_mounts
 from relocpy.validate import ValidationReport, check_files, tag_of, validation_policy
+
+elf = Lazy("build", "relocpy.elf")  # pyelftools
 
 
 class BuildOptions(BaseModel):

@@ -27,12 +27,14 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Literal
 
-import jinja2
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from relocpy.errors import RelocpyError, UnknownNameError
+from relocpy.extras import Lazy
 from relocpy.models import Recipes, Target, check_build_tag
 from relocpy.recipes import buildable_cells, get_python, parse_variant
+
+jinja2 = Lazy("build", "jinja2")
 
 GITHUB_MATRIX_LIMIT = 256
 WORKFLOWS = {"build.yml": "build.yml.j2", "release.yml": "release.yml.j2"}

@@ -82,5 +82,9 @@ class SignatureMismatch(TrustError):
     """No trusted signature matches the bytes: tampered, or caught between two writes."""
 
 
+class MissingExtra(RelocpyError):
+    """A command needs a module of an extra (relocpy[build], relocpy[s3]) that is not installed."""
+
+
 class EngineError(RelocpyError):
     """The container engine is missing, unreachable, or refused a request."""

@@ -16,15 +16,17 @@ import stat
 import tarfile
 from pathlib import Path, PurePosixPath
 
-import zstandard
-
-from relocpy import elf, shell
+from relocpy import shell
 from relocpy.artifacts import tree_in_archive
+from relocpy.extras import Lazy
 from relocpy.fetch import FetchedSource
 from relocpy.hashing import file_sha256
 from relocpy.models import ArtifactKey, ArtifactMetadata, BuildPlan, Component, ValidationPolicy
 from relocpy.toolchain import StripTool
 from relocpy.validate import TEST_MODULES, ValidationReport
+
+elf = Lazy("build", "relocpy.elf")  # pyelftools
+zstandard = Lazy("build", "zstandard")
 
 LICENSE_NAME = re.compile(r"^(LICENSE|LICENCE|COPYING|COPYRIGHT)([.-].*)?$", re.IGNORECASE)
 # Stdlib test packages (and the static libpython), kept only in the full flavor.

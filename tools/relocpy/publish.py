@@ -24,6 +24,7 @@ from urllib.parse import urlparse
 
 from relocpy import keys
 from relocpy.errors import PublishError
+from relocpy.extras import require
 from relocpy.hashing import file_sha256
 from relocpy.index import INDEX_NAME, SIG_SUFFIX, Index, parse_index, write_atomic
 from relocpy.progress import info
@@ -79,8 +80,8 @@ class DirTarget:
 
 class S3Target:
     def __init__(self, url: str, endpoint_url: str | None = None):
-        import boto3
-        from botocore.config import Config
+        boto3 = require("s3", "boto3")
+        Config = require("s3", "botocore.config").Config
 
         parsed = urlparse(url)
         if not parsed.netloc:
@@ -295,6 +296,10 @@ def publish(dist: Path, to: str, endpoint_url: str | None = None, key_files: lis
 
 
 def _is_transport_error(exc: Exception) -> bool:
-    from botocore.exceptions import BotoCoreError, ClientError
-
-    return isinstance(exc, (BotoCoreError, ClientError, OSError))
+    if isinstance(exc, OSError):
+        return True
+    try:
+        from botocore.exceptions import BotoCoreError, ClientError
+    except ImportError:  # no relocpy[s3]: not botocore's error
+        return False
+    return isinstance(exc, (BotoCoreError, ClientError))

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-import jinja2
-
 from relocpy.errors import RecipeError
+from relocpy.extras import Lazy
 from relocpy.paths import templates_dir
+
+jinja2 = Lazy("build", "jinja2")
 
 
 def render(template: str, **context) -> str:

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import hashlib
 import importlib.metadata
-import importlib.util
 import shutil
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
 from relocpy.errors import RecipeError
+from relocpy.extras import require
 from relocpy.models import Target
 from relocpy.paths import templates_dir
 
@@ -132,10 +132,7 @@ def wrappers_digest() -> str:
 
 def zig_dir() -> Path:
     """The ziglang package: a static zig binary and its lib/ (libc headers and stubs)."""
-    spec = importlib.util.find_spec("ziglang")
-    if spec is None or spec.origin is None:
-        raise ToolchainError("the zig toolchain needs the ziglang package: pip install ziglang")
-    return Path(spec.origin).parent
+    return Path(require("build", "ziglang").__file__).parent
 
 
 # Variant options a toolchain cannot build, and why (measured: docs/toolchain.md).

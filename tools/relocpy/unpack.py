@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 from relocpy.errors import InstallError, UnsafeArchiveError
+from relocpy.extras import require
 
 try:  # ISA-L inflates about twice as fast as zlib; same API, same formats
     from isal import isal_zlib as inflate_lib
@@ -75,12 +76,12 @@ def extract(archive: Path, dest: Path, raw: bytes | None = None) -> Path:
 def inflate(archive: Path) -> bytes:
     """The archive's tar bytes: gzip (zlib in C, GIL released) or zstd."""
     raw = archive.read_bytes()
+    if raw.startswith(ZSTD_MAGIC):
+        zstandard = require("build", "zstandard")  # only the full flavor uses zstd
     try:
         if raw.startswith(GZIP_MAGIC):
             return gunzip(raw)
         if raw.startswith(ZSTD_MAGIC):
-            import zstandard  # only the full flavor uses zstd; keep the common path light
-
             return zstandard.ZstdDecompressor().decompressobj().decompress(raw)
     except (OSError, EOFError, zlib.error, inflate_lib.error) as exc:
         raise InstallError(f"{archive.name}: cannot unpack: {exc}") from None

@@ -20,13 +20,15 @@ from platform import machine
 
 from pydantic import BaseModel
 
-from relocpy import elf
 from relocpy.cpython import INSTALL_PREFIX
 from relocpy.errors import UsageError, ValidationFailed
+from relocpy.extras import Lazy
 from relocpy.models import BuildPlan, MeasuredFacts, PlatformPolicy, ValidationPolicy, version_tuple
 from relocpy.progress import info, warn
 from relocpy.tlsprobe import LoopbackTLSServer, build_wheel
 from relocpy.toolchain import links_against_floor
+
+elf = Lazy("build", "relocpy.elf")  # pyelftools
 
 CHECKS = Path(__file__).parent / "checks"
 # Test extension modules, dropped from the install_only flavors.

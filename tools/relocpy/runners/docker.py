@@ -17,14 +17,15 @@ import tempfile
 import uuid
 from pathlib import Path
 
-import jinja2
-
 from relocpy import shell
 from relocpy.engine import DockerEngine
 from relocpy.errors import EngineError
+from relocpy.extras import Lazy
 from relocpy.models import Target
 from relocpy.paths import templates_dir
 from relocpy.runners import Mounts
+
+jinja2 = Lazy("build", "jinja2")
 
 TEMPLATE = "docker/builder.Dockerfile.j2"
 IMAGE_REPOSITORY = "relocpy-builder"
