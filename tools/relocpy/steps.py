@@ -200,7 +200,7 @@ class Step:
 def run_step(step: Step, ctx: StepContext) -> StepResult:
     """The step's output from the cache, or made now (and then cached)."""
     material = key_material(step, ctx)
-    key = _sha256(json.dumps(material, sort_keys=True))
+    key = _hash(material)
     entry = ctx.cache_dir / step.kind / f"{step.name}-{key[:16]}"
     with entry_lock(entry):
         recorded = _completed(entry)
@@ -212,7 +212,7 @@ def run_step(step: Step, ctx: StepContext) -> StepResult:
 
 
 def step_key(step: Step, ctx: StepContext) -> str:
-    return _sha256(json.dumps(key_material(step, ctx), sort_keys=True))
+    return _hash(key_material(step, ctx))
 
 
 def key_material(step: Step, ctx: StepContext) -> dict[str, Any]:
@@ -332,3 +332,7 @@ def _result(step: Step, key: str, entry: Path, cached: bool, duration: float) ->
 
 def _sha256(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
+
+
+def _hash(material: dict[str, Any]) -> str:
+    return _sha256(json.dumps(material, sort_keys=True))
