@@ -97,7 +97,7 @@ def test_rebuild_with_everything_cached_reuses_the_archives(built, shared_cache,
                      "--dist", str(tmp_path), "--build-tag", "20261124", "--mirror", str(sources_mirror),
                      "--cache-dir", str(shared_cache), "--offline")
     assert result.returncode == 0, result.stderr[-3000:]
-    assert "reusing the archives" in result.stderr
+    assert "relocate, validate and package: cached" in result.stderr
     for archive in first.glob("cpython-*"):
         assert (tmp_path / archive.name).read_bytes() == archive.read_bytes()
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from relocpy.deps import StepContext, build_dependencies
+from relocpy.deps import build_dependencies
 from relocpy.engine import DockerEngine
 from relocpy.errors import EngineError, StepFailed
 from relocpy.fetch import fetch_all
@@ -23,8 +23,9 @@ from relocpy.paths import project_root, templates_dir
 from relocpy.plan import resolve_plan
 from relocpy.recipes import get_target, load_recipes
 from relocpy.runners import Mounts
-from relocpy.runners.docker import CONTAINER_PREFIX, DockerRunner
+from relocpy.runners.docker import CONTAINER_PREFIX, DockerRunner, builder_tag, render_dockerfile
 from relocpy.settings import FetchSettings
+from relocpy.steps import StepContext
 from relocpy.toolchain import toolchain_env, toolchain_mounts
 
 pytestmark = pytest.mark.docker
@@ -226,12 +227,13 @@ def test_dependency_pipeline_builds_zlib_in_the_builder(engine, base_images, sou
     fetched = {f.component: f for f in fetch_all([("zlib", zlib[0].dependency.sources)], settings)}
     runner = DockerRunner(plan.target, engine)
     ctx = StepContext(cache_dir=tmp_path / "cache", work_dir=tmp_path / "work", runner=runner,
-                      runner_identity=runner.identity, toolchain=toolchain_env(plan.target), jobs=2,
+                      toolchain=toolchain_env(plan.target), jobs=2,
                       source_date_epoch=1700000000, toolchain_mounts=tuple(toolchain_mounts(plan.target)))
     [built] = build_dependencies(plan, fetched, ctx)
     assert (built.prefix / "lib" / "libz.a").is_file()
-    log = (built.prefix.parent / "build.log").read_text()
-    command = log.splitlines()[0]
+    log = built.step.log.read_text()
+    command = next(line for line in log.splitlines() if line.startswith("$ "))
     assert command.startswith("$ docker run ") and "--network none" in command
-    assert runner.identity.removeprefix("docker:") in command  # ran in the bullseye builder
+    assert builder_tag(render_dockerfile(plan.target)) in command  # ran in the bullseye builder
+    assert runner.identity().endswith(engine.image_id(base_images["bullseye"]))  # keyed by its base
     assert engine.container_names(CONTAINER_PREFIX) == []

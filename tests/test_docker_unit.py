@@ -16,6 +16,7 @@ from relocpy.runners import Mounts, get_runner
 from relocpy.runners.docker import (
     CONTAINER_PREFIX,
     DockerRunner,
+    builder_identity,
     builder_tag,
     container_name,
     render_dockerfile,
@@ -51,10 +52,11 @@ def test_builder_tag_follows_the_rendered_text():
     assert len(builder_tag(bullseye).split(":")[1]) == 16
 
 
-def test_identity_changes_with_the_builder_image():
-    bullseye, bookworm = DockerRunner(linux_target()), DockerRunner(linux_target(image="relocpy-bookworm"))
-    assert bullseye.identity == "docker:" + builder_tag(render_dockerfile(linux_target()))
-    assert bullseye.identity != bookworm.identity
+def test_identity_changes_with_the_builder_image_and_its_base():
+    bullseye, bookworm = render_dockerfile(linux_target()), render_dockerfile(linux_target(image="relocpy-bookworm"))
+    assert builder_identity(bullseye, "sha256:1") == f"docker:{builder_tag(bullseye)}@sha256:1"
+    assert builder_identity(bullseye, "sha256:1") != builder_identity(bookworm, "sha256:1")
+    assert builder_identity(bullseye, "sha256:1") != builder_identity(bullseye, "sha256:2")  # base re-bootstrapped
 
 
 def test_target_without_image_is_one_line_error():

@@ -14,12 +14,13 @@ from pathlib import Path
 import pytest
 
 from relocpy.build import default_source_date_epoch
-from relocpy.deps import StepContext, build_dependencies
+from relocpy.deps import build_dependencies
 from relocpy.fetch import fetch_all
 from relocpy.plan import resolve_plan
 from relocpy.recipes import load_recipes
 from relocpy.runners import get_runner
 from relocpy.settings import FetchSettings
+from relocpy.steps import StepContext
 from relocpy.toolchain import toolchain_env
 
 pytestmark = pytest.mark.e2e
@@ -34,7 +35,7 @@ def build_zlib(cache: Path, mirror: Path) -> Path:
     fetched = fetch_all(plan.all_sources(), FetchSettings(cache_dir=cache, mirrors=[str(mirror)], offline=True, progress=False))
     runner = get_runner("native", plan.target)
     ctx = StepContext(
-        cache_dir=cache, work_dir=cache / "work" / "repro", runner=runner, runner_identity=runner.name,
+        cache_dir=cache, work_dir=cache / "work" / "repro", runner=runner,
         toolchain=toolchain_env(plan.target), jobs=2, source_date_epoch=default_source_date_epoch("20261124"),
     )
     [built] = build_dependencies(plan, {f.component: f for f in fetched}, ctx)

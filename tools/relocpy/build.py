@@ -15,7 +15,7 @@ from pydantic import BaseModel, ConfigDict, field_validator
 
 from relocpy.artifacts import validate_archive
 from relocpy.cpython import build_cpython
-from relocpy.deps import COMPLETE_MARKER, StepContext, build_dependencies, cache_entry_lock
+from relocpy.deps import build_dependencies
 from relocpy.errors import ValidationFailed
 from relocpy.extras import Lazy
 from relocpy.fetch import fetch_all
@@ -25,10 +25,15 @@ from relocpy.progress import info, step
 from relocpy.relocate import relocate
 from relocpy.runners import get_runner
 from relocpy.settings import FetchSettings
+from relocpy.steps import PythonCall, Step, StepContext, run_step
 from relocpy.toolchain import StripTool, strip_tool, toolchain_env, toolchain_mounts
 from relocpy.validate import ValidationReport, check_files, tag_of, validation_policy
 
 elf = Lazy("build", "relocpy.elf")  # pyelftools
+
+# The list of archives _finish writes beside them, read back on a cache hit.
+# (Not the step's completion marker: that is steps.COMPLETE_MARKER, one level up.)
+COMPLETE_MARKER = "archives.json"
 
 
 class BuildOptions(BaseModel):
@@ -72,7 +77,6 @@ def run_build(plan: BuildPlan, options: BuildOptions, fetch_settings: FetchSetti
         cache_dir=cache_dir,
         work_dir=work_dir,
         runner=runner,
-        runner_identity=getattr(runner, "identity", runner.name),
         toolchain=toolchain_env(plan.target),
         toolchain_mounts=tuple(toolchain_mounts(plan.target)),
         jobs=options.jobs,
@@ -83,15 +87,10 @@ def run_build(plan: BuildPlan, options: BuildOptions, fetch_settings: FetchSetti
             fetched = {f.component: f for f in fetch_all(plan.all_sources(), fetch_settings)}
         deps = build_dependencies(plan, fetched, ctx)
         built = build_cpython(plan, fetched["cpython"], deps, ctx)
-        finished = cache_dir / "artifacts" / f"{_artifacts_key(built.key, options, strip, plan)[:24]}"
-        # The lock also keeps two builds of one plan out of its staging directory.
-        with cache_entry_lock(finished):
-            if (finished / COMPLETE_MARKER).is_file():
-                info("    relocated, validated and packaged before: reusing the archives")
-                artifacts = _load_artifacts(finished)
-            else:
-                artifacts = _finish(plan, built, deps, fetched, ctx, options, strip, finished)
-        publish_to_dist(artifacts, finished, options.dist)
+        # The step's lock also keeps two builds of one plan out of its staging directory.
+        packaged = run_step(_packaging_step(plan, built, deps, fetched, ctx, options, strip), ctx)
+        artifacts = _load_artifacts(packaged.output)
+        publish_to_dist(artifacts, packaged.output, options.dist)
     finally:
         runner.close()
     if not options.keep_work:
@@ -156,12 +155,29 @@ def _set_aside(finished: Path, rejected: Path) -> None:
         info(f"    archives that did not pass are kept in {rejected}")
 
 
-def _artifacts_key(cpython_key: str, options: BuildOptions, strip: StripTool, plan: BuildPlan) -> str:
-    """The packaged archives depend on the built tree, the tag, the epoch, the
-    strip tool, the code that relocates, validates and packages it, and what
-    validation holds them to (the plan's parts its hash leaves out)."""
-    digest = hashlib.sha256(f"{cpython_key}:{options.build_tag}:{options.source_date_epoch}:{strip.identity}".encode())
-    digest.update(plan.model_dump_json().encode())
+def _packaging_step(plan, built, deps, fetched, ctx, options: BuildOptions, strip: StripTool) -> Step:
+    """The archives depend on the built tree, the tag, the epoch, the strip
+    tool and the code that relocates, validates and packages it."""
+    return Step(
+        kind="artifacts",
+        name=f"package-{plan.python.version}-{plan.variant.name}",
+        title="relocate, validate and package",
+        inputs={
+            "build_tag": options.build_tag, "source_date_epoch": options.source_date_epoch, "strip": strip.identity,
+            # what validation holds the archives to: the platform policy and
+            # known test failures are parts of the plan its hash leaves out
+            "plan": plan.model_dump(mode="json"),
+        },
+        given={"cpython": built.step},
+        run=PythonCall(
+            lambda dirs: _finish(plan, built, deps, fetched, ctx, options, strip, dirs.output),
+            code=_stages_code_digest(),
+        ),
+    )
+
+
+def _stages_code_digest() -> str:
+    digest = hashlib.sha256()
     here = Path(__file__).parent
     for path in sorted([*here.glob("*.py"), *(here / "checks").glob("*")]):
         if path.is_file():

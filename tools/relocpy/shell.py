@@ -24,7 +24,9 @@ def run(
     log: Path,
     env: dict[str, str] | None = None,
     cwd: Path | None = None,
+    inherit_env: bool = True,
 ) -> None:
+    """Run argv with env added to ours, or with env alone (inherit_env=False)."""
     log.parent.mkdir(parents=True, exist_ok=True)
     detail(f"    {step}: {shlex.join(argv)}  (log: {log})")
     with log.open("ab") as out:
@@ -33,7 +35,7 @@ def run(
         try:
             process = subprocess.Popen(
                 argv, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                env={**os.environ, **(env or {})}, cwd=cwd, start_new_session=True,
+                env={**(os.environ if inherit_env else {}), **(env or {})}, cwd=cwd, start_new_session=True,
             )
         except FileNotFoundError:
             raise StepFailed(f"{step}: command not found: {argv[0]}") from None

@@ -77,18 +77,14 @@ def strip_tool(target: Target) -> StripTool:
     return StripTool(argv=(program, *argv[1:]), identity=f"{argv[0]} {version}")
 
 
-def toolchain_identity(toolchain: dict[str, str]) -> dict[str, str]:
-    """The toolchain as cache keys see it: without where this checkout and the
-    zig package happen to live (their content is keyed by digest and version)."""
+def toolchain_places(toolchain: dict[str, str]) -> dict[str, str]:
+    """Where this checkout's wrappers and the zig package happen to live, and
+    the names cache keys know them by (their content is keyed by digest and
+    version, in the toolchain's variables)."""
     places = {str(wrappers_dir()): "<wrappers>"}
     if "RELOCPY_ZIG" in toolchain:
         places[str(zig_dir())] = "<zig>"
-    identity = {}
-    for name, value in toolchain.items():
-        for place, token in places.items():
-            value = value.replace(place, token)
-        identity[name] = value
-    return identity
+    return places
 
 
 def toolchain_mounts(target: Target) -> list[Path]:

@@ -27,8 +27,15 @@ class Mounts(BaseModel):
 class Runner(Protocol):
     name: str
 
+    def identity(self) -> str:
+        """Where scripts run, as step keys see it: a change here makes new keys."""
+
+    def environment(self) -> dict[str, str]:
+        """What the runner adds to a script's environment (keyed with the rest)."""
+
     def run_script(self, step: str, script: Path, env: dict[str, str], mounts: Mounts, log: Path) -> None:
-        """Run `bash script` with env; raise StepFailed with the log tail on failure."""
+        """Run `bash script` with env and the runner's environment, nothing
+        else; raise StepFailed with the log tail on failure."""
 
     def close(self) -> None:
         """Release anything the runner holds (containers, images in use)."""

@@ -48,6 +48,10 @@ def builder_tag(dockerfile: str) -> str:
     return f"{IMAGE_REPOSITORY}:{hashlib.sha256(dockerfile.encode()).hexdigest()[:16]}"
 
 
+def builder_identity(dockerfile: str, base_image_id: str) -> str:
+    return f"docker:{builder_tag(dockerfile)}@{base_image_id}"
+
+
 def container_name(step: str) -> str:
     """Unique and valid for the engine: [a-zA-Z0-9][a-zA-Z0-9_.-]*."""
     slug = re.sub(r"[^a-zA-Z0-9_.-]+", "-", step).strip("-.")[:40] or "step"
@@ -86,11 +90,20 @@ class DockerRunner:
         self.target = target
         self.engine = engine or DockerEngine()
         self._image: str | None = None
+        self._identity: str | None = None
 
-    @property
     def identity(self) -> str:
-        """What build caches key on: the builder image's tag (its Dockerfile's hash)."""
-        return f"docker:{builder_tag(render_dockerfile(self.target))}"
+        """What step keys see: the builder image's tag (its Dockerfile's hash)
+        and the id of the base image it is built on (a re-bootstrapped base
+        makes new keys, as it makes a new builder image)."""
+        if self._identity is None:
+            self.engine.ensure_engine()
+            self._identity = builder_identity(render_dockerfile(self.target), self._base_image_id())
+        return self._identity
+
+    def environment(self) -> dict[str, str]:
+        """Nothing: the image's own environment (PATH...) is in its Dockerfile, so in the identity."""
+        return {}
 
     def ensure_image(self, log: Path) -> str:
         """Build the builder image unless an up-to-date one exists; return its tag."""
