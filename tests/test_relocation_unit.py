@@ -332,3 +332,12 @@ def test_archives_are_deterministic(tmp_path):
     again = tmp_path / "full2.tar.zst"
     write_archive(again, entries, 1767225600, None)
     assert zst.read_bytes() == again.read_bytes()
+
+
+def test_compiler_wrappers_of_any_checkout_become_generic_names():
+    """A cached CPython tree may come from another checkout sharing the cache."""
+    from relocpy.relocate import generic_programs
+
+    value = "'CC': '/tmp/other-checkout/repo/build/toolchain/zig-clang -pthread', 'AR': '/x/build/toolchain/zig-ar'"
+    assert generic_programs(value) == "'CC': 'cc -pthread', 'AR': 'ar'"
+    assert generic_programs("/srv/repo/build/toolchain/zig-c++ -O2") == "c++ -O2"

@@ -163,8 +163,11 @@ def _is_path_flag(word: str) -> bool:
 def generic_programs(value: str) -> str:
     """The build machine's compiler wrappers become the names a user's machine
     has (`cc`, `c++`, ...), so C extensions build with the user's compiler."""
+    # Any checkout's wrappers, not only this one's: a cached CPython tree is
+    # keyed independently of where the checkout was that built it.
     for program, generic in TOOLCHAIN_PROGRAMS.items():
-        value = re.sub(re.escape(str(wrappers_dir() / program)) + r"(?=\s|$|['\"])", generic, value)
+        value = re.sub(r"/[^\s'\"]*/" + re.escape(wrappers_dir().name) + "/" + re.escape(program) + r"(?=\s|$|['\"])",
+                       generic, value)
     return value
 
 
