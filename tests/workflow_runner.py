@@ -218,7 +218,7 @@ class Evaluator:
         return self.functions[name](*args)
 
 
-EXPR_RE = re.compile(r"\$\{\{(.*?)\}\}", re.DOTALL)
+EXPR_RE = re.compile(r"\$\{\{((?:(?!\}\}).)*)\}\}", re.DOTALL)
 
 
 def to_string(value: Any) -> str:
@@ -451,7 +451,9 @@ class Executor:
                     if step.get("shell", shell) != "bash":
                         raise WorkflowError(f"{label}: only `shell: bash` is supported")
                     cwd = workspace / substitute(step.get("working-directory", "."), evaluator)
-                    if not self.stand_ins.run_stand_in(script, env, workspace, label, job_id):
+                    if self.stand_ins.run_stand_in(script, env, workspace, label, job_id):
+                        self.log(f"--- stand-in for `{script.strip()}`: {label}")
+                    else:
                         self.log(f"--- run: {label}\n{script.rstrip()}")
                         self._bash(script, env, cwd, temp, index, label)
                 else:
