@@ -167,7 +167,14 @@ def previous_serial(dist: Path, previous: str | None) -> int:
 
 
 def _is_publish_location(location: str) -> bool:
-    return location.startswith("s3://") or Path(location).is_dir()
+    """s3://, a directory, or a path not made yet that names no index file: the
+    first publish to a directory creates it, so nothing there is serial 0."""
+    if location.startswith("s3://"):
+        return True
+    if is_url(location):
+        return False
+    path = Path(location.removeprefix("file://"))
+    return path.is_dir() or (not path.exists() and path.suffix != ".json")
 
 
 def build_index(
