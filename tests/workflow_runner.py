@@ -316,6 +316,7 @@ class Job:
     status: str = "success"
     outputs: dict[str, str] = field(default_factory=dict)
     steps: list[tuple[str, str, float]] = field(default_factory=list)  # (name, outcome, seconds)
+    runner_temp: Path | None = None
 
 
 class Workflow:
@@ -391,7 +392,7 @@ class Executor:
         runs_on = substitute(spec["runs-on"], evaluator)
         if not str(runs_on).startswith("ubuntu-") or str(runs_on).endswith("-arm"):
             raise WorkflowError(f"{workflow.name}:{job_id}: runs-on {runs_on!r}: only x86_64 ubuntu runners run here")
-        result = Job(workflow.name, job_id, name)
+        result = Job(workflow.name, job_id, name, runner_temp=temp)
         self.log(f"=== {workflow.name} / {job_id}: {name} (runs-on {runs_on}, workspace {workspace})")
 
         github_env: dict[str, str] = {}
