@@ -269,7 +269,9 @@ def test_pull_request_and_two_releases_run_as_written(engine_without_relocpy_ima
     executor = Executor(REPO, runner_env, stand_ins, log)
     build_wf, release_wf = Workflow(WORKFLOWS / "build.yml"), Workflow(WORKFLOWS / "release.yml")
 
-    client_env = {**runner_env, "PATH": os.environ["PATH"], "PYTHONPATH": str(REPO / "tools")}
+    # a consumer's environment: not the build host's source mirror, nor offline
+    client_env = {**{k: v for k, v in runner_env.items() if k not in ("RELOCPY_MIRRORS", "RELOCPY_OFFLINE")},
+                  "PATH": os.environ["PATH"], "PYTHONPATH": str(REPO / "tools")}
     key_file = tmp_path / "release.key"
     public = cli("keys", "generate", "--out", str(key_file), env=client_env).stdout.strip()
     site = tmp_path / "site"  # the directory releases publish to, served on loopback
