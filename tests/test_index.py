@@ -45,6 +45,14 @@ def test_serial_increases_from_dist_and_from_previous(dist, signing_key, env, tm
     assert json.loads((other / "index.json").read_text())["serial"] == 3
 
 
+def test_previous_publish_directory_not_made_yet_is_the_first_release(dist, signing_key, env, tmp_path):
+    build(dist, signing_key[0], env, "--previous", str(tmp_path / "site"))
+    assert json.loads((dist / "index.json").read_text())["serial"] == 1
+    assert "cannot read" in one_error_line(relocpy("index", "build", str(dist), "--base-url", "http://h/x", "--sign",
+                                                   str(signing_key[0]), "--previous", str(tmp_path / "gone.json"),
+                                                   env=env))
+
+
 def test_two_keys_sign_for_rotation(dist, tmp_path, env):
     a, b = tmp_path / "a.key", tmp_path / "b.key"
     relocpy("keys", "generate", "--out", str(a), env=env, check=True)
