@@ -180,8 +180,10 @@ def test_failing_build_names_the_patch_and_leaves_dist_empty(tmp_path, shared_ca
     patch.write_text(patch.read_text().replace("        self.set_default_verify_paths()\n", "        self.no_such_line()\n", 1))
     dist = tmp_path / "dist"
     env = {**__import__("os").environ, "RELOCPY_ROOT": str(root)}
+    # The session's build tag: its epoch is in every step's key, so the dependencies come from the cache.
     result = relocpy("build", "--python", "3.13.15", "--target", TARGET, "--variant", "noopt", "--runner", "native",
-                     "--dist", str(dist), "--mirror", str(sources_mirror), "--cache-dir", str(shared_cache), "--offline", env=env)
+                     "--dist", str(dist), "--build-tag", "20261124", "--mirror", str(sources_mirror),
+                     "--cache-dir", str(shared_cache), "--offline", env=env)
     assert result.returncode == 1
     assert "patch cpython/3.13/0001-ssl-find-system-ca-store.patch does not apply" in result.stderr
     assert "Traceback" not in result.stderr
