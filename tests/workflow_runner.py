@@ -587,7 +587,7 @@ class StandIns:
         "actions/checkout", "actions/setup-python", "actions/cache", "actions/upload-artifact",
         "actions/download-artifact", "aws-actions/configure-aws-credentials", "actions/attest-build-provenance",
     }
-    INSTALL_RE = re.compile(r"^\s*python -m pip install -e \.\s*$")
+    INSTALL_RE = re.compile(r"^\s*python -m pip install -e (?:\.|'\.\[[a-z0-9,]+\]')\s*$")
 
     def __init__(self, source: Path, commit: str, scratch: Path, aws_env: dict[str, str],
                  prepare_workspace: Callable[[Path], None] | None = None):
@@ -679,7 +679,7 @@ class StandIns:
         raise AssertionError(action)
 
     def run_stand_in(self, script: str, env: dict[str, str], workspace: Path, label: str, job: str) -> bool:
-        """Stand in for `pip install -e .`: a `relocpy` on PATH running the workspace's tools/."""
+        """Stand in for `pip install -e .` (with or without extras): a `relocpy` on PATH running the workspace's tools/."""
         if not self.INSTALL_RE.match(script):
             if "pip install" in script:
                 raise WorkflowError(f"{label}: an install this executor does not know: {script!r}")

@@ -103,7 +103,7 @@ def _is_publish_location(location: str) -> bool:
     a URL or an index.json file is read as an index."""
     if location.startswith("s3://"):
         return True
-    return "://" not in location and not Path(location).is_file()
+    return "://" not in location and not location.endswith(".json") and not Path(location).is_file()
 
 
 def build_index(
