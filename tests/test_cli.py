@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -18,7 +19,9 @@ from support import one_error_line
 
 
 def relocpy(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "relocpy", *args], capture_output=True, text=True, cwd=cwd)
+    # No mirror from the environment (.ci/run sets one): a fetch here has nowhere to fetch from.
+    env = {k: v for k, v in os.environ.items() if k != "RELOCPY_MIRRORS"}
+    return subprocess.run([sys.executable, "-m", "relocpy", *args], capture_output=True, text=True, cwd=cwd, env=env)
 
 
 def usage_error(*args: str, cwd: Path | None = None) -> str:
