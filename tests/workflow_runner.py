@@ -18,6 +18,7 @@ import json
 import math
 import os
 import re
+import shlex
 import shutil
 import subprocess
 import sys
@@ -632,8 +633,11 @@ class StandIns:
             bin_dir = temp / "setup-python-bin"
             bin_dir.mkdir(exist_ok=True)
             for name in ("python", "python3"):
+                # A script, not a symlink: a venv's python reached through a
+                # symlink in another directory finds no pyvenv.cfg and leaves the venv.
                 (bin_dir / name).unlink(missing_ok=True)
-                (bin_dir / name).symlink_to(sys.executable)
+                (bin_dir / name).write_text(f'#!/bin/sh\nexec {shlex.quote(sys.executable)} "$@"\n')
+                (bin_dir / name).chmod(0o755)
             with github_path.open("a") as handle:
                 handle.write(f"{bin_dir}\n")
             return {"python-version": "{}.{}.{}".format(*sys.version_info[:3])}
