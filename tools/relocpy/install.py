@@ -81,12 +81,16 @@ def host_platforms() -> list[Platform]:
     return list(best.values())
 
 
+def fits_host(entry: IndexEntry, hosts: list[Platform]) -> bool:
+    return any(entry.platform.runs_on(host) for host in hosts)
+
+
 def choose(index: Index, request: Request, flavor: str | None, hosts: list[Platform]) -> IndexEntry:
     flavors = (flavor,) if flavor else DEFAULT_FLAVORS
     fits = [
         e for e in index.artifacts
         if e.key.implementation == "cpython" and request.matches(e.python_version, e.variant)
-        and e.flavor in flavors and any(e.platform.runs_on(host) for host in hosts)
+        and e.flavor in flavors and fits_host(e, hosts)
     ]
     if not fits:
         raise InstallError(_nothing_fits(index, request, flavors, hosts))

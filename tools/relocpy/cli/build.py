@@ -6,7 +6,7 @@ import os
 from pathlib import Path
 
 from relocpy.cli import verb
-from relocpy.cli.options import add_fetch, add_json, add_plan, fetch_settings, positive_int, print_json
+from relocpy.cli.options import add_fetch, add_json, add_plan, fetch_settings, positive_int, print_rows
 
 
 def register(commands) -> None:
@@ -55,14 +55,10 @@ def build(args) -> None:
     built = run_build(plan, options, fetch_settings(args))
     summary = [
         {"name": m.name, "flavor": m.key.flavor, "platform_tag": m.platform_tag, "sha256": m.sha256,
-         "size": m.size, "path": str(options.dist / m.name)}
+         "size": m.size, "megabytes": round(m.size / 1e6, 1), "path": str(options.dist / m.name)}
         for m in built
     ]
-    if args.json:
-        print_json(summary)
-        return
-    for row in summary:
-        print(f"{row['path']}  {row['size'] / 1e6:.1f} MB  sha256:{row['sha256']}")
+    print_rows(summary, args.json, "{path}  {megabytes} MB  sha256:{sha256}", hidden={"megabytes"})
 
 
 def validate(args) -> None:

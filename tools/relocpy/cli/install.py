@@ -73,7 +73,7 @@ def install(args) -> None:
 
 def list_(args) -> None:
     from relocpy import install as installer
-    from relocpy.cli.options import print_json
+    from relocpy.cli.options import print_rows
 
     settings = _settings(args)
     rows = [{"name": item.name, "state": "installed", "where": str(item.prefix)}
@@ -83,12 +83,8 @@ def list_(args) -> None:
         hosts = installer.host_platforms()
         rows += [{"name": installer.install_name(entry.python_version, entry.variant), "state": "available",
                   "where": entry.name}
-                 for entry in index.artifacts if any(entry.platform.runs_on(host) for host in hosts)]
-    if args.json:
-        print_json(rows)
-        return
-    for row in rows:
-        print(f"{row['name']:<32} {row['state']:<10} {row['where']}")
+                 for entry in index.artifacts if installer.fits_host(entry, hosts)]
+    print_rows(rows, args.json, "{name:<32} {state:<10} {where}")
 
 
 def run(args) -> None:

@@ -59,6 +59,15 @@ def fetch_settings(args, **extra):
                                  offline=args.offline, **extra)
 
 
+def print_rows(rows: list[dict], as_json: bool, line: str, hidden: frozenset | set = frozenset()) -> None:
+    """A listing verb's output: the rows as JSON (without display-only fields), or one formatted line each."""
+    if as_json:
+        print_json([{k: v for k, v in row.items() if k not in hidden} for row in rows])
+        return
+    for row in rows:
+        print(line.format(**row))
+
+
 def print_json(value) -> None:
     from pydantic import BaseModel
 
