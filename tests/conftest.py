@@ -1,5 +1,12 @@
-"""Shared fixtures: the source mirror, a cache shared by end-to-end tests, and
-real HTTP servers on loopback."""
+"""Shared fixtures: the source mirror, a cache shared by end-to-end tests, the
+Docker engine and base images, the session's real builds, and real HTTP
+servers on loopback.
+
+Every full build of the suite goes through `built`: the default runner
+(Docker, relocpy-bookworm) and one build tag, so the dependencies are built
+once and the Docker tests, the consumer test and the generated workflows'
+scenario all reuse them from the shared cache (their step keys are equal).
+"""
 
 from __future__ import annotations
 
@@ -7,15 +14,26 @@ import http.server
 import os
 import shutil
 import socket
+import subprocess
+import sys
 import threading
 from pathlib import Path
 
 import pytest
 
+from relocpy.engine import DockerEngine
+from relocpy.errors import EngineError
+from relocpy.images import BootstrapRequest, bootstrap_base, default_tag
 from relocpy.paths import project_root
-from support import LoopbackServer, artifact_key, pack_host_python, relocpy, write_metadata
+from support import BUILD_TAG, BUILD_TARGET, SUITES, LoopbackServer, artifact_key, pack_host_python, relocpy, write_metadata
 
 ROOT = project_root()
+
+
+def pytest_collection_modifyitems(config, items):
+    """The workflows scenario runs last: it removes relocpy's images to start
+    from an engine without them, which the session's image fixtures made."""
+    items.sort(key=lambda item: item.get_closest_marker("workflows") is not None)
 
 
 def mirror_dir() -> Path:
@@ -35,6 +53,47 @@ def shared_cache(tmp_path_factory) -> Path:
     """End-to-end tests share built dependencies through this cache."""
     configured = os.environ.get("RELOCPY_CACHE_DIR")
     return Path(configured) if configured else tmp_path_factory.mktemp("relocpy-cache")
+
+
+@pytest.fixture(scope="session")
+def engine() -> DockerEngine:
+    """A Docker engine that answers: started with .ci/start-docker when none does."""
+    engine = DockerEngine()
+    try:
+        engine.ensure_engine()
+    except EngineError:
+        subprocess.run([str(ROOT / ".ci" / "start-docker")], check=True)
+        engine.ensure_engine()
+    return engine
+
+
+@pytest.fixture(scope="session")
+def base_images(engine, tmp_path_factory) -> dict[str, str]:
+    """suite -> tag of a debootstrapped base image (kept when it exists)."""
+    logs = tmp_path_factory.mktemp("bootstrap")
+    for suite in SUITES:
+        bootstrap_base(BootstrapRequest(suite=suite, tag=default_tag(suite)), logs / f"{suite}.log", engine)
+    return {suite: default_tag(suite) for suite in SUITES}
+
+
+@pytest.fixture(scope="session")
+def built(tmp_path_factory, shared_cache, sources_mirror, base_images):
+    """built(python, variant="noopt") -> the dist directory of that real build, made once per session."""
+    results: dict[tuple[str, str], Path] = {}
+
+    def build(python: str, variant: str = "noopt") -> Path:
+        if (python, variant) not in results:
+            dist = tmp_path_factory.mktemp(f"dist-{python}-{variant}")
+            result = subprocess.run(
+                [sys.executable, "-m", "relocpy", "build", "--python", python, "--target", BUILD_TARGET,
+                 "--variant", variant, "--runner", "docker", "--dist", str(dist), "--build-tag", BUILD_TAG,
+                 "--mirror", str(sources_mirror), "--cache-dir", str(shared_cache), "--offline"],
+                capture_output=True, text=True, timeout=2 * 3600)
+            assert result.returncode == 0, result.stderr[-4000:]
+            results[python, variant] = dist
+        return results[python, variant]
+
+    return build
 
 
 class FileServer:

@@ -21,7 +21,9 @@ from relocpy.models import ArtifactKey, ArtifactMetadata, MeasuredFacts, Validat
 from relocpy.recipes import load_recipes
 
 REPO = Path(__file__).resolve().parents[1]
-BUILD_TAG = "20261124"
+BUILD_TAG = "20261124"  # every build of the session, real or made up: its epoch is in every step key
+BUILD_TARGET = "x86_64-unknown-linux-gnu"  # the target of the session's real builds (conftest.built)
+SUITES = {"bullseye": "11", "bookworm": "12"}  # base images the Docker tests use, and their Debian versions
 PLATFORM = "manylinux_2_17_x86_64"
 EPOCH = 1_700_000_000
 HOST_VERSION = "{}.{}.{}".format(*sys.version_info[:3])

@@ -1,8 +1,10 @@
 """End-to-end: really build 3.13.15 and 3.11.2 from the mirror, validate the
 archives, and check that failures leave nothing in --dist.
 
-Built dependencies are shared through the session cache (RELOCPY_CACHE_DIR in
-CI), so the second build only compiles CPython.
+The builds are conftest's `built`: the default runner (Docker) and the
+session's build tag, so the dependencies are built once for the whole session
+(the cache is RELOCPY_CACHE_DIR in CI) and the second build only compiles
+CPython.
 """
 
 from __future__ import annotations
@@ -19,31 +21,14 @@ from relocpy.artifacts import archives_in, unpack
 from relocpy.hashing import file_sha256
 from relocpy.models import ArtifactKey, ArtifactMetadata
 from relocpy.paths import project_root
+from support import BUILD_TAG
+from support import BUILD_TARGET as TARGET
 
 pytestmark = pytest.mark.e2e
-TARGET = "x86_64-unknown-linux-gnu"
 
 
 def relocpy(*args, env=None, timeout=3600):
     return subprocess.run([sys.executable, "-m", "relocpy", *args], capture_output=True, text=True, env=env, timeout=timeout)
-
-
-@pytest.fixture(scope="session")
-def built(tmp_path_factory, shared_cache, sources_mirror):
-    """Build each python once per session; tests read the results."""
-    results = {}
-
-    def build(python: str) -> Path:
-        if python not in results:
-            dist = tmp_path_factory.mktemp(f"dist-{python}")
-            result = relocpy("build", "--python", python, "--target", TARGET, "--variant", "noopt", "--runner", "native",
-                             "--dist", str(dist), "--build-tag", "20261124", "--mirror", str(sources_mirror),
-                             "--cache-dir", str(shared_cache), "--offline")
-            assert result.returncode == 0, result.stderr[-4000:]
-            results[python] = dist
-        return results[python]
-
-    return build
 
 
 @pytest.mark.parametrize("python", ["3.13.15", "3.11.2"])
@@ -96,8 +81,8 @@ def test_relocpy_validate_accepts_the_install_only_archive(built, python):
 
 def test_rebuild_with_everything_cached_reuses_the_archives(built, shared_cache, sources_mirror, tmp_path):
     first = built("3.13.15")
-    result = relocpy("build", "--python", "3.13.15", "--target", TARGET, "--variant", "noopt", "--runner", "native",
-                     "--dist", str(tmp_path), "--build-tag", "20261124", "--mirror", str(sources_mirror),
+    result = relocpy("build", "--python", "3.13.15", "--target", TARGET, "--variant", "noopt", "--runner", "docker",
+                     "--dist", str(tmp_path), "--build-tag", BUILD_TAG, "--mirror", str(sources_mirror),
                      "--cache-dir", str(shared_cache), "--offline")
     assert result.returncode == 0, result.stderr[-3000:]
     assert "relocate, validate and package: cached" in result.stderr
@@ -173,7 +158,7 @@ def test_every_flavor_starts_after_unpacking_elsewhere(built, tmp_path, flavor):
     assert Path(done.stdout.strip()) == prefix
 
 
-def test_failing_build_names_the_patch_and_leaves_dist_empty(tmp_path, shared_cache, sources_mirror):
+def test_failing_build_names_the_patch_and_leaves_dist_empty(built, tmp_path, shared_cache, sources_mirror):
     root = tmp_path / "project"
     shutil.copytree(project_root(), root, ignore=shutil.ignore_patterns(".git", ".cache", "dist", "*.egg-info"))
     patch = root / "patches" / "cpython" / "3.13" / "0001-ssl-find-system-ca-store.patch"
@@ -181,8 +166,9 @@ def test_failing_build_names_the_patch_and_leaves_dist_empty(tmp_path, shared_ca
     dist = tmp_path / "dist"
     env = {**__import__("os").environ, "RELOCPY_ROOT": str(root)}
     # The session's build tag: its epoch is in every step's key, so the dependencies come from the cache.
-    result = relocpy("build", "--python", "3.13.15", "--target", TARGET, "--variant", "noopt", "--runner", "native",
-                     "--dist", str(dist), "--build-tag", "20261124", "--mirror", str(sources_mirror),
+    built("3.13.15")  # its dependencies, in the session's cache
+    result = relocpy("build", "--python", "3.13.15", "--target", TARGET, "--variant", "noopt", "--runner", "docker",
+                     "--dist", str(dist), "--build-tag", BUILD_TAG, "--mirror", str(sources_mirror),
                      "--cache-dir", str(shared_cache), "--offline", env=env)
     assert result.returncode == 1
     assert "patch cpython/3.13/0001-ssl-find-system-ca-store.patch does not apply" in result.stderr

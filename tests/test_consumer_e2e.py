@@ -1,10 +1,11 @@
-"""End-to-end for consumers: the default build (all three flavors) signed,
-published, served, then installed by `relocpy install` and by `uv python
-install`, each taking the flavor it picks by itself (install_only_stripped).
+"""End-to-end for consumers: a real build's three flavors signed, published,
+served, then installed by `relocpy install` and by `uv python install`, each
+taking the flavor it picks by itself (install_only_stripped).
 
 The archives come from RELOCPY_TEST_DIST when set (a dist dir another session
-built), else they are built here once, sharing dependencies through the session
-cache as test_build_e2e does.
+built), else from the session's noopt build (conftest's `built`, which
+test_build_e2e checks too). Flavors, stripping and the index do not depend on
+the variant, and an LTO build would add about 15 minutes to the run.
 """
 
 from __future__ import annotations
@@ -24,29 +25,16 @@ from support import LoopbackServer, relocpy
 pytestmark = pytest.mark.e2e
 VERSION = "3.13.15"
 MINOR = "3.13"
-TARGET = "x86_64-unknown-linux-gnu"
-BUILD_TAG = "20261124"  # the tag test_build_e2e uses: its dependency builds are reused
-
-
-def build_dist(out: Path, cache: Path, mirror: Path) -> Path:
-    """The default variant, as a user's `relocpy build` makes it."""
-    argv = [sys.executable, "-m", "relocpy", "build", "--python", VERSION, "--target", TARGET,
-            "--runner", "native", "--build-tag", BUILD_TAG, "--mirror", str(mirror), "--cache-dir", str(cache),
-            "--offline", "--dist", str(out)]
-    done = subprocess.run(argv, capture_output=True, text=True, timeout=3600)
-    assert done.returncode == 0, done.stderr[-4000:]
-    return out
 
 
 @pytest.fixture(scope="module")
-def real_artifacts(request, tmp_path_factory) -> list[Path]:
+def real_artifacts(request) -> list[Path]:
     """Archives and metadata of one real 3.13.15 build: its three flavors."""
     configured = os.environ.get("RELOCPY_TEST_DIST")
     if configured:
         source = Path(configured)
     else:
-        cache, mirror = request.getfixturevalue("shared_cache"), request.getfixturevalue("sources_mirror")
-        source = build_dist(tmp_path_factory.mktemp("real-dist"), cache, mirror)
+        source = request.getfixturevalue("built")(VERSION)
     found = sorted(source.glob(f"cpython-{VERSION}+*"))
     flavors = {p.name.split("-")[-1].split(".")[0] for p in found if not p.name.endswith(".json")}
     assert flavors == {"install_only", "install_only_stripped", "full"}, f"not one build's three flavors in {source}"

@@ -18,7 +18,6 @@ from relocpy.deps import build_dependencies
 from relocpy.engine import DockerEngine
 from relocpy.errors import EngineError, StepFailed
 from relocpy.fetch import fetch_all
-from relocpy.images import BootstrapRequest, bootstrap_base, default_tag
 from relocpy.paths import project_root, templates_dir
 from relocpy.plan import resolve_plan
 from relocpy.recipes import get_target, load_recipes
@@ -27,31 +26,12 @@ from relocpy.runners.docker import CONTAINER_PREFIX, DockerRunner, builder_tag, 
 from relocpy.settings import FetchSettings
 from relocpy.steps import StepContext
 from relocpy.toolchain import toolchain_env, toolchain_mounts
+from support import SUITES
 
 pytestmark = pytest.mark.docker
 
 SCRIPTS = Path(__file__).parent / "scripts"
 ZLIB_TARBALL = "zlib_1.3.dfsg+really1.3.1.orig.tar.gz"
-SUITES = {"bullseye": "11", "bookworm": "12"}
-
-
-@pytest.fixture(scope="session")
-def engine() -> DockerEngine:
-    engine = DockerEngine()
-    try:
-        engine.ensure_engine()
-    except EngineError:
-        subprocess.run([str(project_root() / ".ci" / "start-docker")], check=True)
-        engine.ensure_engine()
-    return engine
-
-
-@pytest.fixture(scope="session")
-def base_images(engine, tmp_path_factory) -> dict[str, str]:
-    logs = tmp_path_factory.mktemp("bootstrap")
-    for suite in SUITES:
-        bootstrap_base(BootstrapRequest(suite=suite, tag=default_tag(suite)), logs / f"{suite}.log", engine)
-    return {suite: default_tag(suite) for suite in SUITES}
 
 
 @pytest.fixture(scope="session", params=sorted(SUITES))
@@ -163,6 +143,22 @@ def test_builder_image_is_reused(runner, tmp_path, engine):
     assert second == first
     assert engine.image_id(second) == image_id
     assert not (tmp_path / "second.log").exists()  # nothing was built
+
+
+def test_identity_is_the_base_images_packages_not_its_id(engine, base_images, tmp_path):
+    """A base image made again with the same packages (a fresh CI runner) keeps every step key."""
+    target = get_target(load_recipes(), "x86_64-unknown-linux-gnu")
+    context = tmp_path / "context"
+    context.mkdir()
+    (context / "Dockerfile").write_text(f"FROM {base_images['bookworm']}\nLABEL org.relocpy.test=another-id\n")
+    engine.build("relocpy-test-same-packages:1", context, {}, tmp_path / "build.log")
+    assert engine.image_id("relocpy-test-same-packages:1") != engine.image_id(base_images["bookworm"])
+    bookworm = DockerRunner(target.model_copy(update={"image": base_images["bookworm"]}), engine)
+    copy = DockerRunner(target.model_copy(update={"image": "relocpy-test-same-packages:1"}), engine)
+    bullseye = DockerRunner(target.model_copy(update={"image": base_images["bullseye"]}), engine)
+    assert "@packages:" in bookworm.identity()
+    assert copy.identity().split("@")[1] == bookworm.identity().split("@")[1]
+    assert bullseye.identity().split("@")[1] != bookworm.identity().split("@")[1]
 
 
 def test_missing_input_is_one_line_error(runner, step_dirs):

@@ -19,6 +19,7 @@ from relocpy.runners.docker import (
     builder_identity,
     builder_tag,
     container_name,
+    package_list_digest,
     render_dockerfile,
     run_argv,
 )
@@ -56,7 +57,14 @@ def test_identity_changes_with_the_builder_image_and_its_base():
     bullseye, bookworm = render_dockerfile(linux_target()), render_dockerfile(linux_target(image="relocpy-bookworm"))
     assert builder_identity(bullseye, "sha256:1") == f"docker:{builder_tag(bullseye)}@sha256:1"
     assert builder_identity(bullseye, "sha256:1") != builder_identity(bookworm, "sha256:1")
-    assert builder_identity(bullseye, "sha256:1") != builder_identity(bullseye, "sha256:2")  # base re-bootstrapped
+    assert builder_identity(bullseye, "sha256:1") != builder_identity(bullseye, "sha256:2")  # other base contents
+
+
+def test_package_list_digest_is_the_set_of_packages_not_their_order():
+    listing = "zlib1g 1:1.2.13.dfsg-1 amd64\nbash 5.2.15-2+b2 amd64\n"
+    assert package_list_digest(listing) == package_list_digest("bash 5.2.15-2+b2 amd64\n\nzlib1g 1:1.2.13.dfsg-1 amd64")
+    assert package_list_digest(listing).startswith("packages:")
+    assert package_list_digest(listing) != package_list_digest(listing.replace("2+b2", "2+b3"))  # an update
 
 
 def test_target_without_image_is_one_line_error():

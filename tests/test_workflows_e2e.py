@@ -231,7 +231,7 @@ def call_inputs(caller: Workflow, job_id: str, run: Run, executor: Executor) -> 
 
 @pytest.mark.e2e
 @pytest.mark.docker
-@pytest.mark.workflows  # ~50 min cold on 2 cores: run with `python -m pytest -m workflows`
+@pytest.mark.workflows  # runs last (conftest): it removes the images the session made
 def test_pull_request_and_two_releases_run_as_written(engine_without_relocpy_images, shared_cache, sources_mirror,
                                                        s3_endpoint, tmp_path):
     log_path = tmp_path / "workflows.log"

@@ -1,19 +1,18 @@
 """End-to-end: 3.13.15 built with zig in the Docker builder (bookworm, glibc
-2.36) is tagged manylinux_2_17 from its files and runs on bullseye (glibc 2.31)."""
+2.36; conftest's `built`, the session's one build) is tagged manylinux_2_17
+from its files and runs on bullseye (glibc 2.31)."""
 
 from __future__ import annotations
 
 import subprocess
-import sys
 
 import pytest
 
 from relocpy.models import ArtifactKey, ArtifactMetadata
 from relocpy.recipes import get_target, load_recipes
-from test_docker_e2e import base_images, engine  # noqa: F401 (session fixtures)
+from support import BUILD_TARGET
 
 pytestmark = [pytest.mark.docker, pytest.mark.e2e]
-TARGET = "x86_64-unknown-linux-gnu"
 IMPORTS = "import ssl, sqlite3, lzma, bz2, zlib, ctypes, _decimal, readline, uuid"
 # Runs in a bullseye container: unpack, import the bundled libraries, make a venv.
 CHECK = f"""
@@ -27,14 +26,10 @@ $py -m venv /tmp/v
 """
 
 
-def test_zig_docker_build_is_manylinux_2_17_and_runs_on_bullseye(engine, base_images, shared_cache, sources_mirror, tmp_path):  # noqa: F811
-    assert get_target(load_recipes(), TARGET).toolchain == "zig"
-    dist = tmp_path / "dist"
-    build = subprocess.run(
-        [sys.executable, "-m", "relocpy", "build", "--python", "3.13.15", "--target", TARGET, "--variant", "noopt",
-         "--runner", "docker", "--dist", str(dist), "--mirror", str(sources_mirror), "--cache-dir", str(shared_cache),
-         "--offline"], capture_output=True, text=True, timeout=3 * 3600)
-    assert build.returncode == 0, build.stderr[-4000:]
+def test_zig_docker_build_is_manylinux_2_17_and_runs_on_bullseye(built, base_images):
+    target = get_target(load_recipes(), BUILD_TARGET)
+    assert target.toolchain == "zig" and target.runner == "docker" and target.image == base_images["bookworm"]
+    dist = built("3.13.15")
     [archive] = dist.glob("cpython-*-install_only.tar.gz")
     meta = ArtifactMetadata.model_validate_json((dist / f"{archive.name}.json").read_text())
     assert ArtifactKey.parse(archive.name).platform_tag == meta.platform_tag == "manylinux_2_17_x86_64"

@@ -51,6 +51,10 @@ class DockerEngine:
         argv = [self.client, "import", "--change", 'CMD ["bash"]', str(tarball), tag]
         shell.run(f"import image {tag}", argv, log=log)
 
+    def run_output(self, image: str, argv: list[str]) -> str | None:
+        """stdout of a short command in a throwaway, offline container; None when it failed."""
+        return self._quiet(["run", "--rm", "--network", "none", "--entrypoint", argv[0], image, *argv[1:]])
+
     def remove_container(self, name: str) -> None:
         """Force-remove a container; a container already gone is fine."""
         self._quiet(["rm", "--force", name])

@@ -3,6 +3,11 @@
 The builder image is rendered from build/docker/builder.Dockerfile.j2 on top
 of the target's base image; its tag is the hash of the rendered text, so it is
 built once and rebuilt only when the template (or the base image) changes.
+Step keys see the builder's identity: that tag and the base image's packages
+(name, version, architecture), not the base image's id. debootstrap never
+makes the same image twice, so an id would turn every re-bootstrap (a fresh CI
+runner, `relocpy image bootstrap --force`) into a full rebuild of unchanged
+dependencies; the package list changes exactly when what a build can see does.
 Each step runs with no network, its inputs mounted read-only and its outputs
 read-write, all at their host paths (see runners/__init__.py).
 """
@@ -31,6 +36,7 @@ TEMPLATE = "docker/builder.Dockerfile.j2"
 IMAGE_REPOSITORY = "relocpy-builder"
 CONTAINER_PREFIX = "relocpy-step-"
 BASE_LABEL = "org.relocpy.base-image-id"
+PACKAGE_FORMAT = "${Package} ${Version} ${Architecture}\n"
 
 
 def render_dockerfile(target: Target) -> str:
@@ -48,8 +54,15 @@ def builder_tag(dockerfile: str) -> str:
     return f"{IMAGE_REPOSITORY}:{hashlib.sha256(dockerfile.encode()).hexdigest()[:16]}"
 
 
-def builder_identity(dockerfile: str, base_image_id: str) -> str:
-    return f"docker:{builder_tag(dockerfile)}@{base_image_id}"
+def builder_identity(dockerfile: str, base_contents: str) -> str:
+    """base_contents: `packages:<digest>` of the base's package list, or its image id (no dpkg in it)."""
+    return f"docker:{builder_tag(dockerfile)}@{base_contents}"
+
+
+def package_list_digest(listing: str) -> str:
+    """The digest of `dpkg-query -W` output, whatever order it came in."""
+    lines = sorted(line.strip() for line in listing.splitlines() if line.strip())
+    return "packages:" + hashlib.sha256("\n".join(lines).encode()).hexdigest()
 
 
 def container_name(step: str) -> str:
@@ -94,11 +107,14 @@ class DockerRunner:
 
     def identity(self) -> str:
         """What step keys see: the builder image's tag (its Dockerfile's hash)
-        and the id of the base image it is built on (a re-bootstrapped base
-        makes new keys, as it makes a new builder image)."""
+        and the packages of the base image it is built on (see the module's
+        docstring); an image without dpkg is known by its id."""
         if self._identity is None:
             self.engine.ensure_engine()
-            self._identity = builder_identity(render_dockerfile(self.target), self._base_image_id())
+            base_id = self._base_image_id()
+            listing = self.engine.run_output(base_id, ["dpkg-query", "-W", "-f", PACKAGE_FORMAT])
+            contents = package_list_digest(listing) if listing else base_id
+            self._identity = builder_identity(render_dockerfile(self.target), contents)
         return self._identity
 
     def environment(self) -> dict[str, str]:
