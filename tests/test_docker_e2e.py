@@ -18,6 +18,7 @@ from relocpy.deps import build_dependencies
 from relocpy.engine import DockerEngine
 from relocpy.errors import EngineError, StepFailed
 from relocpy.fetch import fetch_all
+from relocpy.images import BootstrapRequest, bootstrap_base
 from relocpy.paths import project_root, templates_dir
 from relocpy.plan import resolve_plan
 from relocpy.recipes import get_target, load_recipes
@@ -231,5 +232,6 @@ def test_dependency_pipeline_builds_zlib_in_the_builder(engine, base_images, sou
     command = next(line for line in log.splitlines() if line.startswith("$ "))
     assert command.startswith("$ docker run ") and "--network none" in command
     assert builder_tag(render_dockerfile(plan.target)) in command  # ran in the bullseye builder
-    assert runner.identity().endswith(engine.image_id(base_images["bullseye"]))  # keyed by its base
+    assert "@packages:" in runner.identity()  # keyed by its base's packages
+    assert runner.identity() in (built.step.output.parent / "key.json").read_text()
     assert engine.container_names(CONTAINER_PREFIX) == []

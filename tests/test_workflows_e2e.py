@@ -330,15 +330,15 @@ def test_pull_request_and_two_releases_run_as_written(engine_without_relocpy_ima
                                               env=client_env).stdout)
                     assert verified["serial"] == serial, (location, verified["serial"])
                     published[f"{location}-{tag}"] = verified["artifacts"]
-                tags = {entry["build_tag"] for entry in verified["artifacts"]}
+                tags = {entry["key"]["build_tag"] for entry in verified["artifacts"]}
                 assert tags == {TAG_A, TAG_B} if serial == 2 else tags == {TAG_A}, tags
                 index = (site / "index.json").as_posix() if tag == TAG_B else server.url + "/index.json"
                 versions = tmp_path / f"versions-{tag}"
                 cli("install", CELL["python"], "--variant", CELL["variant"], "--index", index, "--trusted-key", public,
                     "--install-dir", str(versions), env=client_env)
                 [receipt] = versions.glob("*/RELOCPY.json")
-                entry = json.loads(receipt.read_text())["entry"]
-                assert entry["build_tag"] == tag and entry["python_version"] == CELL["python"], entry
+                key = json.loads(receipt.read_text())["key"]
+                assert key["build_tag"] == tag and key["version"] == CELL["python"], key
                 ran = cli("run", CELL["python"], "--variant", CELL["variant"], "--install-dir", str(versions), "--",
                           "-c", "import sys, ssl, sqlite3; print(sys.version)", env=client_env)
                 assert ran.stdout.startswith(CELL["python"]), ran.stdout
