@@ -78,7 +78,7 @@ def _within(data: bytes, limit: int, location: str) -> bytes:
 class RollbackState(BaseModel):
     """state.json: per channel, per signing key id, the highest serial accepted."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
     format: Literal[1] = 1
     seen: dict[str, dict[str, Annotated[int, Field(ge=0, le=MAX_SERIAL)]]] = {}

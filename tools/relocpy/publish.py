@@ -32,7 +32,7 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 from relocpy import keys
-from relocpy.errors import PublishError, RelocpyError
+from relocpy.errors import PublishError, RelocpyError, TrustError
 from relocpy.extras import require
 from relocpy.hashing import file_sha256
 from relocpy.index import (
@@ -264,9 +264,12 @@ def published_index(location: str) -> bytes | None:
 def local_index(data: bytes, signing: keys.PublisherKeys, where: str) -> Index:
     """DIST's index: verified when keys were given (a swapped DIST/index.json is not
     published); without keys it can only be read, and is the publisher's own."""
-    if signing.trusted:
+    if not signing.trusted:
+        return parse_payload(open_envelope(data, where), where)
+    try:
         return verify_signed(data, signing.trusted, where)[0]
-    return parse_payload(open_envelope(data, where), where)
+    except TrustError as exc:
+        raise TrustError(f"{where}: {exc}; refusing to publish it") from None
 
 
 def files_to_publish(dist: Path, index: Index, target) -> list[tuple[str, Path, str]]:
