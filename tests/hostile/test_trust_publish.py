@@ -291,11 +291,13 @@ def test_previous_refuses_an_unverified_index_and_its_serial(kind, location, sig
 
     if location == "http-url":
         with LoopbackServer(target.root) as server:
-            result = attempt(server.url + "/index.json")
+            where = server.url + "/index.json"
+            result = attempt(where)
     else:
-        result = attempt({"publish-dir": target.to, "index-path": f"{target.to}/index.json", "s3": target.to}[location])
+        where = f"{target.to}/index.json"
+        result = attempt(where if location == "index-path" else target.to)
     line = one_error_line(result)
-    assert "refusing to continue from this index: " in line and FORGERIES[kind] in line
+    assert f"refusing to continue from {where}: " in line and FORGERIES[kind] in line
     assert result.returncode == 1
     assert not (dist / "index.json").exists()
 
@@ -310,7 +312,7 @@ def test_publish_sign_refuses_to_merge_and_sign_an_unverified_index(kind, site, 
     build(dist, signers[0], env)
     result = publish(dist, site, env, "--sign", str(signers[0].path))
     line = one_error_line(result)
-    assert "refusing to continue from this index: " in line and FORGERIES[kind] in line
+    assert f"refusing to continue from {site.to}/index.json: " in line and FORGERIES[kind] in line
     assert result.returncode == 1
     assert site.read("index.json") == forged and site.names() == {"index.json"}  # nothing uploaded, nothing signed
 

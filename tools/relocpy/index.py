@@ -165,7 +165,8 @@ def open_envelope(data: bytes, where: str) -> Envelope:
 
 
 def parse_payload(envelope: Envelope, where: str) -> Index:
-    """The index inside an envelope: call only once its signatures were checked."""
+    """The index inside an envelope: parse it only once its signatures were checked
+    (or, when publish was given no key, for the publisher's own dist/index.json)."""
     try:
         return Index.model_validate_json(envelope.payload())
     except ValidationError as exc:

@@ -97,6 +97,7 @@ def previous_index(dist: Path, previous: str | None, trusted: list[keys.TrustedK
         from relocpy.publish import published_index  # publish builds on this module
 
         data = published_index(previous)
+        previous = f"{previous.rstrip('/')}/{INDEX_NAME}"
     elif previous:
         previous = index_location(previous)
         data = read_location(previous, MAX_INDEX_BYTES)

@@ -209,9 +209,9 @@ def verify_published(data: bytes, trusted: list[keys.TrustedKey], channel: str, 
     """
     try:
         index, _ = verify_signed(data, trusted, where)
-        check_channel(index, channel, where)
     except TrustError as exc:
-        raise TrustError(f"refusing to continue from this index: {exc}") from None
+        raise TrustError(f"refusing to continue from {where}: {exc}") from None
+    check_channel(index, channel, where)
     return index
 
 
