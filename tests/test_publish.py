@@ -91,6 +91,24 @@ def test_stale_index_is_refused_or_merged(dist, signing_key, env, tmp_path):
     relocpy("index", "verify", str(target), "--trusted-key", public, env=env, check=True)
 
 
+def test_a_refresh_built_without_previous_is_merged_not_skipped(dist, signing_key, env, tmp_path):
+    """The same entries at a lower serial but a later expiry: a refresh, published as the next serial."""
+    key, public = signing_key
+    target = tmp_path / "site"
+    build(dist, key, env, "--expires", "10d")
+    relocpy("publish", str(dist), "--to", str(target), env=env, check=True)
+    clean = tmp_path / "clean"
+    clean.mkdir()
+    for path in dist.glob("cpython-*"):
+        (clean / path.name).write_bytes(path.read_bytes())
+    build(clean, key, env, "--expires", "20d")  # serial 1 again: built without --previous
+    skipped = relocpy("publish", str(clean), "--to", str(target), "--trusted-key", public, env=env)
+    assert "is not older than ours" in one_error_line(skipped)
+    relocpy("publish", str(clean), "--to", str(target), "--sign", str(key), env=env, check=True)
+    published = verified((target / "index.json").read_bytes(), public)
+    assert published.serial == 2 and published.expires == payload((clean / "index.json").read_bytes()).expires
+
+
 # --- S3 (moto on loopback) ---------------------------------------------------------------
 
 

@@ -328,8 +328,8 @@ def next_index(
         raise PublishError(f"{where} is not our index and no key was given to verify it: pass --sign KEYFILE "
                            "(or --trusted-key KEY for a key that no longer signs)")
     theirs = verify_published(remote, signing.trusted, ours.channel, where)
-    if holds_all(theirs, ours) and theirs.serial >= ours.serial:
-        return None  # e.g. a re-run after this publish merged and wrote
+    if holds_all(theirs, ours) and theirs.serial >= ours.serial and theirs.expires >= ours.expires:
+        return None  # e.g. a re-run after this publish merged and wrote; a later expiry is a refresh to publish
     ours_names = {entry.name for entry in ours.artifacts}
     missing = [entry for entry in theirs.artifacts if entry.name not in ours_names]
     if not missing and ours.serial > theirs.serial:
