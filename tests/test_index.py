@@ -113,7 +113,8 @@ def test_expired_and_rollback_refused(dist, signing_key, tmp_path):
     old = build_index(dist, "http://h/x", timedelta(days=1), "stable", now=now - timedelta(days=2))
     with pytest.raises(TrustError, match="expired"):
         check_index(sealed(old, key), trusted, "stable", seen, "src")
-    fresh = [build_index(dist, "http://h/x", timedelta(days=1), "stable").model_copy(update={"serial": s}) for s in (5, 4)]
+    fresh = [build_index(dist, "http://h/x", timedelta(days=1), "stable").model_copy(update={"serial": serial})
+             for serial in (5, 4)]
     signed = [sealed(i, key) for i in fresh]
     assert check_index(signed[0], trusted, "stable", seen, "src").serial == 5
     assert check_index(signed[0], trusted, "stable", seen, "src").serial == 5  # the same serial again is fine

@@ -93,7 +93,8 @@ CASES = [
      UNREADABLE, "not a relocpy index (schema_version: Field required)"),
     ("signed-is-an-object", lambda t, s, o: envelope(good(), t.sign(good())).replace(
         json.dumps(good().decode()).encode(), good()), UNREADABLE, "not a relocpy index (signed: Input should be"),
-    ("garbage-bytes", lambda t, s, o: bytes(range(256)) * 4, UNREADABLE, "not a relocpy index (top level: Invalid JSON"),
+    ("garbage-bytes", lambda t, s, o: bytes(range(256)) * 4,
+     UNREADABLE, "not a relocpy index (top level: Invalid JSON"),
     ("empty-file", lambda t, s, o: b"", UNREADABLE, "not a relocpy index (top level: Invalid JSON"),
     ("json-array", lambda t, s, o: b"[1, 2, 3]", UNREADABLE, "not a relocpy index (top level: Input should be"),
     ("deep-nesting", lambda t, s, o: b"[" * 200_000, UNREADABLE, "not a relocpy index (top level: Invalid JSON"),

@@ -96,7 +96,8 @@ def build(dist: Path, signer: Signer, env, *extra: str) -> None:
 
 
 def publish(dist: Path, site, env, *extra: str, fault: str | None = None) -> subprocess.CompletedProcess:
-    return run("publish", str(dist), "--to", site.to, *extra, env={**env, **({"RELOCPY_FAULT": fault} if fault else {})})
+    faulty = {**env, "RELOCPY_FAULT": fault} if fault else env
+    return run("publish", str(dist), "--to", site.to, *extra, env=faulty)
 
 
 def release(dist: Path, site, signer: Signer, env) -> None:

@@ -125,7 +125,8 @@ class SeenSerials:
             return RollbackState.model_validate_json(data)
         except ValidationError:
             raise TrustError(f"{self.path} is corrupt: the index serials seen are unknown, so no index is trusted; "
-                             f"delete it to start over (each channel's next index is then accepted at any serial)") from None
+                             "delete it to start over (each channel's next index is then accepted at any serial)"
+                             ) from None
 
     def floor(self, channel: str, key_ids: list[str]) -> int:
         with self._locked():
@@ -171,7 +172,8 @@ def check_fresh(index: Index, now: datetime) -> None:
         raise TrustError(f"index serial {index.serial} is valid for {lifetime.days} days, more than the "
                          f"{MAX_LIFETIME.days} allowed: refused")
     if index.expires <= now:
-        raise TrustError(f"index expired at {index.expires.isoformat()} (serial {index.serial}); refusing a stale index")
+        raise TrustError(f"index expired at {index.expires.isoformat()} (serial {index.serial}); "
+                         "refusing a stale index")
 
 
 def check_index(
