@@ -48,7 +48,7 @@ def entry(tag: str, version: str = "3.13.15", flavor: str = "install_only_stripp
 
 def index_of(*entries: IndexEntry) -> Index:
     now = datetime.now(timezone.utc)
-    return Index(serial=1, generated=now, expires=now + timedelta(days=1), artifacts=list(entries))
+    return Index(channel="stable", serial=1, generated=now, expires=now + timedelta(days=1), artifacts=list(entries))
 
 
 def test_an_entry_whose_name_does_not_spell_its_key_is_refused():

@@ -1,4 +1,3 @@
-import json
 import stat
 
 import pytest
@@ -43,17 +42,37 @@ def test_malformed_trusted_key_is_a_user_error(tmp_path):
 def test_rotation_either_signature_verifies(tmp_path):
     old, new = keys.generate(tmp_path / "old.key"), keys.generate(tmp_path / "new.key")
     private = [keys.load_private(tmp_path / "old.key"), keys.load_private(tmp_path / "new.key")]
-    sig = keys.sign(b"payload", private)
-    assert len(json.loads(sig)["signatures"]) == 2
-    assert keys.verify(b"payload", sig, [keys.parse_trusted(new)]) == keys.parse_trusted(new).key_id
-    assert keys.verify(b"payload", sig, [keys.parse_trusted(old)]) == keys.parse_trusted(old).key_id
+    signatures = keys.sign(b"payload", private)
+    assert len(signatures) == 2
+    assert keys.verify(b"payload", signatures, [keys.parse_trusted(new)]) == [keys.parse_trusted(new).key_id]
+    assert keys.verify(b"payload", signatures, [keys.parse_trusted(old)]) == [keys.parse_trusted(old).key_id]
+    both = [keys.parse_trusted(old), keys.parse_trusted(new)]
+    assert keys.verify(b"payload", signatures, both) == sorted(k.key_id for k in both)
 
 
 def test_unknown_key_and_tampered_data_are_refused(tmp_path):
     signer = keys.generate(tmp_path / "s.key")
     stranger = keys.generate(tmp_path / "x.key")
-    sig = keys.sign(b"payload", [keys.load_private(tmp_path / "s.key")])
+    signatures = keys.sign(b"payload", [keys.load_private(tmp_path / "s.key")])
     with pytest.raises(TrustError, match="not signed by a trusted key"):
-        keys.verify(b"payload", sig, [keys.parse_trusted(stranger)])
+        keys.verify(b"payload", signatures, [keys.parse_trusted(stranger)])
     with pytest.raises(TrustError, match="bad signature"):
-        keys.verify(b"payloaD", sig, [keys.parse_trusted(signer)])
+        keys.verify(b"payloaD", signatures, [keys.parse_trusted(signer)])
+
+
+def test_every_signature_by_a_trusted_key_must_hold(tmp_path):
+    """A good signature does not excuse a bad one beside it by another key the client trusts."""
+    a, b = keys.generate(tmp_path / "a.key"), keys.generate(tmp_path / "b.key")
+    good = keys.sign(b"payload", [keys.load_private(tmp_path / "a.key")])
+    other_bytes = keys.sign(b"other", [keys.load_private(tmp_path / "b.key")])
+    with pytest.raises(TrustError, match="bad signature by key " + keys.parse_trusted(b).key_id):
+        keys.verify(b"payload", good + other_bytes, [keys.parse_trusted(a), keys.parse_trusted(b)])
+    assert keys.verify(b"payload", good + other_bytes, [keys.parse_trusted(a)]) == [keys.parse_trusted(a).key_id]
+
+
+def test_publisher_keys_trust_their_own_public_halves(tmp_path):
+    line = keys.generate(tmp_path / "a.key")
+    extra = keys.generate(tmp_path / "old.key")
+    loaded = keys.PublisherKeys.load([tmp_path / "a.key"], [extra])
+    assert [k.key_id for k in loaded.trusted] == [keys.parse_trusted(line).key_id, keys.parse_trusted(extra).key_id]
+    assert len(loaded.private) == 1

@@ -11,8 +11,9 @@ import pytest
 
 from relocpy import keys
 from relocpy.errors import PublishError
-from relocpy.index import Index
-from relocpy.publish import Conflict, Report, S3Target, publish_index
+from relocpy.index import Envelope, Index
+from relocpy.index_trust import verify_signed
+from relocpy.publish import Conflict, Report, S3Target, local_index, publish_index
 from support import artifact_key, one_error_line, relocpy, tar_with, member, write_metadata
 
 BASE = "http://downloads.example.invalid/python"
@@ -32,8 +33,17 @@ def second_dist(tmp_path, version="3.99.2"):
     return other
 
 
+def payload(index_bytes) -> Index:
+    """The index inside index.json's bytes, its signatures not checked (tests only)."""
+    return Index.model_validate_json(Envelope.model_validate_json(index_bytes).signed)
+
+
 def names(index_bytes):
-    return sorted(e.name for e in Index.model_validate_json(index_bytes).artifacts)
+    return sorted(e.name for e in payload(index_bytes).artifacts)
+
+
+def verified(index_bytes, public) -> Index:
+    return verify_signed(index_bytes, [keys.parse_trusted(public)], "index.json")[0]
 
 
 # --- a directory target ---------------------------------------------------------------
@@ -71,12 +81,32 @@ def test_stale_index_is_refused_or_merged(dist, signing_key, env, tmp_path):
     other = second_dist(tmp_path)
     build(other, key, env)  # serial 1, does not know the published entry
     line = one_error_line(relocpy("publish", str(other), "--to", str(target), env=env))
+    assert "no key was given to verify it" in line
+    line = one_error_line(relocpy("publish", str(other), "--to", str(target), "--trusted-key", public, env=env))
     assert "entries not in ours" in line
     assert len(names((target / "index.json").read_bytes())) == 1
     relocpy("publish", str(other), "--to", str(target), "--sign", str(key), env=env, check=True)
-    published = (target / "index.json").read_bytes()
-    assert len(names(published)) == 2 and Index.model_validate_json(published).serial == 2
+    published = verified((target / "index.json").read_bytes(), public)
+    assert len(published.artifacts) == 2 and published.serial == 2
     relocpy("index", "verify", str(target), "--trusted-key", public, env=env, check=True)
+
+
+def test_a_refresh_built_without_previous_is_merged_not_skipped(dist, signing_key, env, tmp_path):
+    """The same entries at a lower serial but a later expiry: a refresh, published as the next serial."""
+    key, public = signing_key
+    target = tmp_path / "site"
+    build(dist, key, env, "--expires", "10d")
+    relocpy("publish", str(dist), "--to", str(target), env=env, check=True)
+    clean = tmp_path / "clean"
+    clean.mkdir()
+    for path in dist.glob("cpython-*"):
+        (clean / path.name).write_bytes(path.read_bytes())
+    build(clean, key, env, "--expires", "20d")  # serial 1 again: built without --previous
+    skipped = relocpy("publish", str(clean), "--to", str(target), "--trusted-key", public, env=env)
+    assert "is not older than ours" in one_error_line(skipped)
+    relocpy("publish", str(clean), "--to", str(target), "--sign", str(key), env=env, check=True)
+    published = verified((target / "index.json").read_bytes(), public)
+    assert published.serial == 2 and published.expires == payload((clean / "index.json").read_bytes()).expires
 
 
 # --- S3 (moto on loopback) ---------------------------------------------------------------
@@ -103,7 +133,7 @@ def test_s3_publish_order_idempotence_and_refusal(dist, signing_key, env, bucket
     assert first.returncode == 0, first.stderr
     keys = sorted(o["Key"] for o in client.list_objects_v2(Bucket=name)["Contents"])
     archive = artifact_key().filename
-    assert keys == sorted(f"releases/{k}" for k in [archive, archive + ".json", "index.json", "index.json.sig"])
+    assert keys == sorted(f"releases/{k}" for k in [archive, archive + ".json", "index.json"])
     head = client.head_object(Bucket=name, Key=f"releases/{archive}")
     assert head["Metadata"]["sha256"] == json.loads((dist / f"{archive}.json").read_text())["sha256"]
     again = s3_publish(dist, name, s3_endpoint, env)
@@ -133,13 +163,14 @@ def test_s3_racing_publishers_keep_both_entries(dist, signing_key, env, bucket, 
     build(dist, key, env)
     build(other, key, env)
     assert s3_publish(dist, name, s3_endpoint, env, "--sign", str(key)).returncode == 0
-    assert "entries not in ours" in one_error_line(s3_publish(other, name, s3_endpoint, env))
+    assert "no key was given to verify it" in one_error_line(s3_publish(other, name, s3_endpoint, env))
+    assert "entries not in ours" in one_error_line(s3_publish(other, name, s3_endpoint, env, "--trusted-key",
+                                                              public))
+    assert len(client.list_objects_v2(Bucket=name)["Contents"]) == 3  # a refused publish uploads nothing
     merged = s3_publish(other, name, s3_endpoint, env, "--sign", str(key))
     assert merged.returncode == 0, merged.stderr
     index = client.get_object(Bucket=name, Key="releases/index.json")["Body"].read()
-    assert len(names(index)) == 2 and Index.model_validate_json(index).serial == 2
-    sig = client.get_object(Bucket=name, Key="releases/index.json.sig")["Body"].read()
-    keys.verify(index, sig, [keys.parse_trusted(public)])
+    assert len(verified(index, public).artifacts) == 2 and verified(index, public).serial == 2
 
 
 @pytest.fixture
@@ -153,13 +184,13 @@ def test_s3_conditional_write_detects_a_concurrent_change(bucket, s3_endpoint, a
     client, name = bucket
     target = S3Target(f"s3://{name}/releases", s3_endpoint)
     assert target.read_index() == (None, None)
-    target.write_index(b"first", b"sig", None)
+    target.write_index(b"first", None)
     with pytest.raises(Conflict):
-        target.write_index(b"second", b"sig", None)  # someone created it meanwhile
+        target.write_index(b"second", None)  # someone created it meanwhile
     data, etag = target.read_index()
     client.put_object(Bucket=name, Key="releases/index.json", Body=b"changed by another publisher")
     with pytest.raises(Conflict):
-        target.write_index(b"third", b"sig", etag)
+        target.write_index(b"third", etag)
     assert target.read_index()[0] == b"changed by another publisher"
 
 
@@ -186,6 +217,14 @@ class InterleavedTarget(S3Target):
         return seen
 
 
+def index_publisher(dist, key_files):
+    """publish_index for a dist, as `relocpy publish` calls it."""
+    signing = keys.PublisherKeys.load(key_files)
+    local = (dist / "index.json").read_bytes()
+    ours = local_index(local, signing, "index.json")
+    return lambda target, report: publish_index(local, ours, target, signing, False, report)
+
+
 def test_s3_lost_race_rereads_and_merges(dist, signing_key, env, bucket, s3_endpoint, tmp_path, aws_env):
     client, name = bucket
     key, public = signing_key
@@ -193,13 +232,11 @@ def test_s3_lost_race_rereads_and_merges(dist, signing_key, env, bucket, s3_endp
     build(dist, key, env)
     build(other, key, env)
     url = f"s3://{name}/releases"
-    rival = lambda: publish_index(other, S3Target(url, s3_endpoint), [key], False, Report())
+    rival = lambda: index_publisher(other, [key])(S3Target(url, s3_endpoint), Report())
     report = Report()
-    publish_index(dist, InterleavedTarget(url, s3_endpoint, other=rival), [key], False, report)
+    index_publisher(dist, [key])(InterleavedTarget(url, s3_endpoint, other=rival), report)
     index = client.get_object(Bucket=name, Key="releases/index.json")["Body"].read()
-    assert len(names(index)) == 2 and report.index == "wrote serial 2"
-    sig = client.get_object(Bucket=name, Key="releases/index.json.sig")["Body"].read()
-    keys.verify(index, sig, [keys.parse_trusted(public)])
+    assert len(verified(index, public).artifacts) == 2 and report.index == "wrote serial 2"
 
 
 def test_s3_lost_race_without_keys_overwrites_nothing(dist, signing_key, env, bucket, s3_endpoint, tmp_path, aws_env):
@@ -209,9 +246,9 @@ def test_s3_lost_race_without_keys_overwrites_nothing(dist, signing_key, env, bu
     build(dist, key, env)
     build(other, key, env)
     url = f"s3://{name}/releases"
-    rival = lambda: publish_index(other, S3Target(url, s3_endpoint), [], False, Report())
-    with pytest.raises(PublishError, match="changed while publishing"):
-        publish_index(dist, InterleavedTarget(url, s3_endpoint, other=rival), [], False, Report())
+    rival = lambda: index_publisher(other, [])(S3Target(url, s3_endpoint), Report())
+    with pytest.raises(PublishError, match="no key was given to verify it"):
+        index_publisher(dist, [])(InterleavedTarget(url, s3_endpoint, other=rival), Report())
     index = client.get_object(Bucket=name, Key="releases/index.json")["Body"].read()
     assert index == (other / "index.json").read_bytes()
 
@@ -230,8 +267,7 @@ def test_a_second_release_continues_the_serial_and_keeps_the_first(dist, signing
     site = str(tmp_path / "site")
     release(dist, key, site, env)
     release(second_dist(tmp_path), key, site, env)
-    published = json.loads((tmp_path / "site" / "index.json").read_bytes())
-    assert published["serial"] == 2
+    assert payload((tmp_path / "site" / "index.json").read_bytes()).serial == 2
     assert names((tmp_path / "site" / "index.json").read_bytes()) == sorted(
         [*names((dist / "index.json").read_bytes()), artifact_key(version="3.99.2").filename])
     relocpy("index", "verify", site, "--trusted-key", public, env=env, check=True)
@@ -244,7 +280,7 @@ def test_a_second_release_to_s3_continues_the_serial(dist, signing_key, env, buc
     release(dist, signing_key[0], to, env)
     release(second_dist(tmp_path), signing_key[0], to, env)
     body = client.get_object(Bucket=name, Key="python/index.json")["Body"].read()
-    assert json.loads(body)["serial"] == 2 and len(names(body)) == 2
+    assert payload(body).serial == 2 and len(names(body)) == 2
 
 
 @pytest.mark.parametrize("typo", ["s3:/bucket/x", "s3:bucket", "https:/host/x", "file:site"])

@@ -28,7 +28,7 @@ def entry(name_version="3.13.15", platform="manylinux_2_17_x86_64", flavor="inst
 
 def index_of(*entries):
     now = datetime.now(timezone.utc)
-    return Index(serial=1, generated=now, expires=now + timedelta(days=1), artifacts=list(entries))
+    return Index(channel="stable", serial=1, generated=now, expires=now + timedelta(days=1), artifacts=list(entries))
 
 
 def test_platform_and_variant_mapping():

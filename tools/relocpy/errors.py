@@ -79,7 +79,7 @@ class UnsafeArchiveError(InstallError):
 
 
 class SignatureMismatch(TrustError):
-    """No trusted signature matches the bytes: tampered, or caught between two writes."""
+    """A signature by a trusted key does not match the bytes: tampered or corrupt."""
 
 
 class MissingExtra(RelocpyError):

@@ -1,5 +1,6 @@
 """The publisher half of the index: entries from a dist directory, checked
-against their archives, numbered after the published serial, and signed."""
+against their archives, numbered after the published serial (read only once
+it verified), and sealed with its signatures in one file."""
 
 from __future__ import annotations
 
@@ -13,8 +14,8 @@ from pydantic import ValidationError
 from relocpy import keys
 from relocpy.errors import IndexError_
 from relocpy.hashing import file_sha256
-from relocpy.index import INDEX_NAME, MAX_INDEX_BYTES, SIG_SUFFIX, Index, IndexEntry, parse_index, write_atomic
-from relocpy.index_trust import read_location
+from relocpy.index import INDEX_NAME, MAX_INDEX_BYTES, MAX_LIFETIME, Index, IndexEntry, next_serial, seal, write_atomic
+from relocpy.index_trust import index_location, read_location, verify_published
 from relocpy.models import ArtifactMetadata
 
 DURATION_RE = re.compile(r"^(\d+)([dhm])$")
@@ -25,7 +26,11 @@ def parse_duration(text: str) -> timedelta:
     if not match:
         raise IndexError_(f"bad duration {text!r}: use e.g. 30d, 12h or 90m")
     amount, unit = int(match.group(1)), match.group(2)
-    return {"d": timedelta(days=amount), "h": timedelta(hours=amount), "m": timedelta(minutes=amount)}[unit]
+    duration = {"d": timedelta(days=amount), "h": timedelta(hours=amount), "m": timedelta(minutes=amount)}[unit]
+    if duration > MAX_LIFETIME:
+        raise IndexError_(f"--expires {text} is longer than the {MAX_LIFETIME.days}d clients accept; re-publish "
+                          "more often instead")
+    return duration
 
 
 def artifact_url(base_url: str, name: str) -> str:
@@ -80,22 +85,27 @@ def dist_entries(dist: Path, base_url: str) -> list[IndexEntry]:
     return [entry_for(dist, path, base_url) for path in metas]
 
 
-def previous_serial(dist: Path, previous: str | None) -> int:
-    """The serial the new index must exceed: from --previous, else DIST/index.json, else 0.
+def previous_index(dist: Path, previous: str | None, trusted: list[keys.TrustedKey], channel: str) -> Index | None:
+    """The index the new one continues: from --previous, else DIST/index.json, else none.
 
-    --previous is an index (URL or path) or a publish location: there,
-    nothing published yet is the first release (0)."""
+    --previous is an index (URL or path) or a publish location, where
+    nothing published yet is the first release. Whatever is read must verify
+    with the keys given and be of the channel being built: an index nobody
+    here can verify never sets the serial.
+    """
     if previous and _is_publish_location(previous):
         from relocpy.publish import published_index  # publish builds on this module
 
         data = published_index(previous)
-        return parse_index(data, previous).serial if data is not None else 0
-    if previous:
-        return parse_index(read_location(previous, MAX_INDEX_BYTES), previous).serial
-    existing = dist / INDEX_NAME
-    if existing.is_file():
-        return parse_index(existing.read_bytes(), str(existing)).serial
-    return 0
+        previous = f"{previous.rstrip('/')}/{INDEX_NAME}"
+    elif previous:
+        previous = index_location(previous)
+        data = read_location(previous, MAX_INDEX_BYTES)
+    else:
+        existing = dist / INDEX_NAME
+        data = existing.read_bytes() if existing.is_file() else None
+        previous = str(existing)
+    return verify_published(data, trusted, channel, previous) if data is not None else None
 
 
 def _is_publish_location(location: str) -> bool:
@@ -107,25 +117,21 @@ def _is_publish_location(location: str) -> bool:
 
 
 def build_index(
-    dist: Path, base_url: str, expires_in: timedelta, previous: str | None = None,
+    dist: Path, base_url: str, expires_in: timedelta, channel: str, previous: Index | None = None,
     now: datetime | None = None,
 ) -> Index:
     now = now or datetime.now(timezone.utc)
     return Index(
-        serial=previous_serial(dist, previous) + 1,
+        channel=channel,
+        serial=next_serial(previous.serial) if previous else 1,
         generated=now.replace(microsecond=0),
         expires=(now + expires_in).replace(microsecond=0),
         artifacts=dist_entries(dist, base_url),
     )
 
 
-def write_signed(dist: Path, index: Index, key_files: list[Path]) -> tuple[bytes, bytes]:
-    """Write index.json and its detached signature; the signature goes last."""
-    if not key_files:
-        raise IndexError_("an index must be signed: pass --sign KEYFILE")
-    private = [keys.load_private(path) for path in key_files]
-    data = index.to_bytes()
-    signature = keys.sign(data, private)
+def write_signed(dist: Path, index: Index, private_keys: list) -> bytes:
+    """Write DIST/index.json: the index and its signatures, in one atomic write."""
+    data = seal(index, private_keys)
     write_atomic(dist / INDEX_NAME, data)
-    write_atomic(dist / (INDEX_NAME + SIG_SUFFIX), signature)
-    return data, signature
+    return data

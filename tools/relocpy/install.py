@@ -23,11 +23,10 @@ from pathlib import Path
 from packaging import tags
 from packaging.version import Version
 
-from relocpy import keys
 from relocpy.errors import InstallError, RelocpyError
 from relocpy.fetch import fetch_all
 from relocpy.index import Index, IndexEntry
-from relocpy.index_trust import SeenSerials, load_verified, resolve_url
+from relocpy.index_trust import fetch_verified, resolve_url
 from relocpy.models import ArtifactKey, Platform, SourceFile, version_tuple
 from relocpy.progress import info
 from relocpy.settings import ClientSettings
@@ -212,8 +211,7 @@ def install(
 def fetch_index(settings: ClientSettings) -> tuple[str, Index]:
     if not settings.index_url:
         raise RelocpyError("no index: pass --index URL, set RELOCPY_INDEX_URL or index_url in the config file")
-    trusted = [keys.parse_trusted(k) for k in settings.trusted_keys]
-    return load_verified(settings.index_url, trusted, SeenSerials(settings.state_file), settings.fetch.timeout)
+    return fetch_verified(settings.index_url, settings)
 
 
 # --- what is installed -----------------------------------------------------------

@@ -1,9 +1,10 @@
-"""Ed25519 signing keys, trusted public keys and detached signature files.
+"""Ed25519 signing keys, trusted public keys, and signatures over bytes.
 
 A public key is written as one line, `ed25519:<base64 of the 32 raw bytes>`;
-its key id is the first 16 hex digits of the sha256 of those bytes. A
-signature file is JSON holding one or more signatures over the same bytes,
-so that an index can be signed by an old and a new key while keys rotate.
+its key id is the first 16 hex digits of the sha256 of those bytes. The same
+bytes can carry several signatures, so that an index can be signed by an old
+and a new key while keys rotate; where the signatures are kept is the
+index's business (index.py).
 """
 
 from __future__ import annotations
@@ -11,33 +12,25 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
-import json
 import os
+from dataclasses import dataclass
 from pathlib import Path
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
 from relocpy.errors import KeyFileError, SignatureMismatch, TrustError
 
 PREFIX = "ed25519:"
-SIGNATURE_FORMAT = 1
+KEY_ID_PATTERN = r"^[0-9a-f]{16}$"
 
 
 class Signature(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    key_id: str
-    algorithm: str = "ed25519"
-    signature: str  # base64
-
-
-class SignatureFile(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    format: int = SIGNATURE_FORMAT
-    signatures: list[Signature]
+    key_id: str = Field(pattern=KEY_ID_PATTERN)
+    signature: str = Field(max_length=128)  # base64 of Ed25519's 64 bytes is 88 characters
 
 
 class TrustedKey(BaseModel):
@@ -98,7 +91,10 @@ def parse_trusted(value: str) -> TrustedKey:
         path = Path(text).expanduser()
         if not path.is_file():
             raise KeyFileError(f"trusted key {value!r} is neither 'ed25519:<base64>' nor a file")
-        text = path.read_text().strip()
+        try:
+            text = path.read_bytes()[:4096].decode().strip()
+        except (OSError, UnicodeDecodeError):
+            raise KeyFileError(f"{path} does not hold an 'ed25519:<base64>' public key") from None
         if not text.startswith(PREFIX):
             raise KeyFileError(f"{path} does not hold an 'ed25519:<base64>' public key")
     try:
@@ -109,36 +105,56 @@ def parse_trusted(value: str) -> TrustedKey:
     return TrustedKey(key_id=key_id(raw), public=public)
 
 
-def sign(data: bytes, keys: list[Ed25519PrivateKey]) -> bytes:
-    """A signature file over data, one signature per key."""
+def trusted_from_private(private: Ed25519PrivateKey) -> TrustedKey:
+    """The public half of a signing key, as a client would trust it."""
+    return parse_trusted(public_line(private.public_key()))
+
+
+def sign(data: bytes, keys: list[Ed25519PrivateKey]) -> list[Signature]:
+    """One signature over data per key."""
     from cryptography.hazmat.primitives import serialization  # key files only; verifying needs none
 
     signatures = []
     for private in keys:
         raw = private.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
-        sig = base64.b64encode(private.sign(data)).decode()
-        signatures.append(Signature(key_id=key_id(raw), signature=sig))
-    body = SignatureFile(signatures=signatures).model_dump(mode="json")
-    return (json.dumps(body, indent=2) + "\n").encode()
+        signatures.append(Signature(key_id=key_id(raw), signature=base64.b64encode(private.sign(data)).decode()))
+    return signatures
 
 
-def verify(data: bytes, signature_file: bytes, trusted: list[TrustedKey]) -> str:
-    """Return the id of a trusted key with a valid signature over data, or raise TrustError."""
+def verify(data: bytes, signatures: list[Signature], trusted: list[TrustedKey]) -> list[str]:
+    """The ids of the trusted keys that signed data, or raise TrustError.
+
+    Signatures by keys the client does not trust are ignored (another
+    client's rotation); every signature by a trusted key must hold, and at
+    least one must be there.
+    """
     if not trusted:
         raise TrustError("no trusted key given (--trusted-key, RELOCPY_TRUSTED_KEYS or the config file)")
-    try:
-        parsed = SignatureFile.model_validate_json(signature_file)
-    except ValidationError:
-        raise TrustError("signature file is malformed") from None
     by_id = {key.key_id: key for key in trusted}
-    known = [s for s in parsed.signatures if s.key_id in by_id and s.algorithm == "ed25519"]
+    known = [s for s in signatures if s.key_id in by_id]
     if not known:
-        ids = ", ".join(s.key_id for s in parsed.signatures) or "none"
+        ids = ", ".join(s.key_id for s in signatures) or "none"
         raise TrustError(f"index is not signed by a trusted key (signed by: {ids})")
     for entry in known:
         try:
-            by_id[entry.key_id].public.verify(base64.b64decode(entry.signature), data)
-            return entry.key_id
+            by_id[entry.key_id].public.verify(base64.b64decode(entry.signature, validate=True), data)
         except (InvalidSignature, binascii.Error, ValueError):
-            continue
-    raise SignatureMismatch("bad signature: the index does not match its signature (tampered or corrupt)")
+            raise SignatureMismatch(
+                f"bad signature by key {entry.key_id}: the index does not match its signature (tampered or corrupt)"
+            ) from None
+    return sorted({s.key_id for s in known})
+
+
+@dataclass(frozen=True)
+class PublisherKeys:
+    """A publisher's keys: those it signs with, and the public keys it accepts
+    an already published index from (its own, and any given for a rotation)."""
+
+    private: list[Ed25519PrivateKey]
+    trusted: list[TrustedKey]
+
+    @classmethod
+    def load(cls, key_files: list[Path], trusted_keys: list[str] = ()) -> PublisherKeys:
+        private = [load_private(Path(path)) for path in key_files]
+        trusted = [trusted_from_private(key) for key in private] + [parse_trusted(k) for k in trusted_keys]
+        return cls(private, trusted)

@@ -1,21 +1,30 @@
 """Upload a dist directory to a directory or an S3 bucket, index last.
 
-Artifacts and their metadata go first; a name already there with the same
-sha256 is skipped, with other bytes it is refused. The index is the commit
-point: a client sees the new artifacts only once the index names them. The
-index write is conditional (S3: If-Match on the ETag read, If-None-Match '*'
-when there was none; a directory: a lock and an atomic rename), so two
-publishers racing cannot drop each other's entries: the loser re-reads and,
-given signing keys, merges and re-signs, or stops with a clear error. A
-re-run after a crash skips what is already there and finishes the job.
+Artifacts and their metadata go first, and a name is never overwritten: a
+directory target links the staged copy into place (link(2) fails when the
+name exists), S3 creates it with If-None-Match: *. A name already there with
+the same sha256 is kept; with other bytes it is refused. So a published file
+always has the bytes the index that named it first says.
+
+The index (one file holding the index and its signatures: index.py) is the
+commit point, written once and conditionally: on S3 with If-Match on the
+ETag read, or If-None-Match '*' when there was none; on a directory under a
+lock, only if unchanged since it was read, by an atomic rename. A published
+index that differs from ours is verified (with the keys of --sign and
+--trusted-key) before anything in it is compared or merged. The loser of a
+race re-reads and, given signing keys, merges and re-signs. A run killed at
+any point leaves the old index or the new one, and running it again
+finishes the job.
 """
 
 from __future__ import annotations
 
 import fcntl
 import hashlib
+import os
 import re
 import shutil
+import signal
 import uuid
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -23,13 +32,18 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 from relocpy import keys
-from relocpy.errors import PublishError
+from relocpy.errors import PublishError, RelocpyError, TrustError
 from relocpy.extras import require
 from relocpy.hashing import file_sha256
-from relocpy.index import INDEX_NAME, SIG_SUFFIX, Index, parse_index, write_atomic
+from relocpy.index import (
+    INDEX_NAME, MAX_INDEX_BYTES, Index, next_serial, open_envelope, parse_payload, seal, sync_directory,
+)
+from relocpy.index_trust import verify_published, verify_signed
 from relocpy.progress import info
 
 INDEX_ATTEMPTS = 5
+FAULT_ENV = "RELOCPY_FAULT"
+WRITE_POINTS = ("file-staged", "file-written", "index-read", "index-staged", "index-written")
 
 
 class Conflict(Exception):
@@ -41,6 +55,33 @@ class Report:
     uploaded: list[str] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
     index: str = ""  # what happened to the index
+
+
+_fired: set[str] = set()
+
+
+def crash_point(point: str) -> None:
+    """For the crash tests only: RELOCPY_FAULT=publish:POINT kills this process
+    at that write point (SIGKILL: nothing is cleaned up, as in a real crash);
+    publish:POINT:stop stops it there once (SIGSTOP), so that a test can run a
+    rival publisher before it continues. POINT is one of WRITE_POINTS."""
+    area, _, rest = os.environ.get(FAULT_ENV, "").partition(":")
+    wanted, _, action = rest.partition(":")
+    if area != "publish" or wanted != point or point in _fired:
+        return
+    _fired.add(point)
+    os.kill(os.getpid(), signal.SIGSTOP if action == "stop" else signal.SIGKILL)
+
+
+def name_taken(name: str, where: str, remote: str | None) -> PublishError:
+    what = f"with other content (sha256 {remote})" if remote else "as something other than a file"
+    return PublishError(f"{name} already exists at {where} {what}; refusing to replace it")
+
+
+def _capped(data: bytes, where: str) -> bytes:
+    if len(data) > MAX_INDEX_BYTES:
+        raise PublishError(f"{where}: larger than {MAX_INDEX_BYTES} bytes; refusing to read it")
+    return data
 
 
 # --- targets -------------------------------------------------------------------------
@@ -56,26 +97,52 @@ class DirTarget:
         return file_sha256(path) if path.is_file() else None
 
     def upload(self, name: str, path: Path, sha256: str) -> None:
+        """Stage a copy beside the name, then link it into place: link(2) never replaces a name."""
         self.root.mkdir(parents=True, exist_ok=True)
-        tmp = self.root / f".{name}.{uuid.uuid4().hex}.part"
-        shutil.copyfile(path, tmp)
-        tmp.replace(self.root / name)
+        staged = self.root / f".{name}.{uuid.uuid4().hex}.part"
+        try:
+            with path.open("rb") as source, staged.open("xb") as copy:
+                shutil.copyfileobj(source, copy, 1 << 20)
+                copy.flush()
+                os.fsync(copy.fileno())
+            crash_point("file-staged")
+            try:
+                os.link(staged, self.root / name)
+            except FileExistsError:
+                remote = self.existing_sha(name)
+                if remote != sha256:
+                    raise name_taken(name, self.label, remote) from None
+        finally:
+            staged.unlink(missing_ok=True)
+        sync_directory(self.root)
 
     def read_index(self) -> tuple[bytes | None, str | None]:
         path = self.root / INDEX_NAME
-        if not path.is_file():
+        try:
+            with path.open("rb") as handle:
+                data = _capped(handle.read(MAX_INDEX_BYTES + 1), str(path))
+        except FileNotFoundError:
             return None, None
-        data = path.read_bytes()
         return data, hashlib.sha256(data).hexdigest()
 
-    def write_index(self, data: bytes, signature: bytes, token: str | None) -> None:
+    def write_index(self, data: bytes, token: str | None) -> None:
+        """Replace index.json only if it is still what was read (token), in one rename."""
         self.root.mkdir(parents=True, exist_ok=True)
-        with (self.root / ".publish.lock").open("w") as lock:
+        with (self.root / ".publish.lock").open("a") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)
             if self.read_index()[1] != token:
                 raise Conflict()
-            write_atomic(self.root / INDEX_NAME, data)
-            write_atomic(self.root / (INDEX_NAME + SIG_SUFFIX), signature)
+            staged = self.root / f".{INDEX_NAME}.{uuid.uuid4().hex}.tmp"
+            try:
+                with staged.open("xb") as handle:
+                    handle.write(data)
+                    handle.flush()
+                    os.fsync(handle.fileno())
+                crash_point("index-staged")
+                os.replace(staged, self.root / INDEX_NAME)
+            finally:
+                staged.unlink(missing_ok=True)
+            sync_directory(self.root)
 
 
 class S3Target:
@@ -117,16 +184,20 @@ class S3Target:
         return digest.hexdigest()
 
     def upload(self, name: str, path: Path, sha256: str) -> None:
+        crash_point("file-staged")
         with path.open("rb") as body:
             try:
-                # If-None-Match: a racing publisher of the same name cannot be overwritten.
+                # If-None-Match: a name is created once; a racing publisher of the same name cannot replace it.
                 self.client.put_object(
                     Bucket=self.bucket, Key=self._key(name), Body=body, IfNoneMatch="*",
                     Metadata={"sha256": sha256}, ContentType=_content_type(name),
                 )
             except self.client.exceptions.ClientError as exc:
-                if _status(exc) not in (409, 412) or self.existing_sha(name) != sha256:
+                if _status(exc) not in (409, 412):
                     raise
+                remote = self.existing_sha(name)
+                if remote != sha256:
+                    raise name_taken(name, self.label, remote) from None
 
     def read_index(self) -> tuple[bytes | None, str | None]:
         try:
@@ -135,10 +206,12 @@ class S3Target:
             if _status(exc) == 404:
                 return None, None
             raise
-        return got["Body"].read(), got["ETag"]
+        return _capped(got["Body"].read(MAX_INDEX_BYTES + 1), f"{self.label}/{INDEX_NAME}"), got["ETag"]
 
-    def write_index(self, data: bytes, signature: bytes, token: str | None) -> None:
+    def write_index(self, data: bytes, token: str | None) -> None:
+        """One conditional PUT: the index and its signatures land together or not at all."""
         condition = {"IfMatch": token} if token else {"IfNoneMatch": "*"}
+        crash_point("index-staged")
         try:
             self.client.put_object(
                 Bucket=self.bucket, Key=self._key(INDEX_NAME), Body=data,
@@ -148,10 +221,6 @@ class S3Target:
             if _status(exc) in (409, 412):
                 raise Conflict() from None
             raise
-        self.client.put_object(
-            Bucket=self.bucket, Key=self._key(INDEX_NAME + SIG_SUFFIX), Body=signature,
-            ContentType="application/json", CacheControl="no-cache",
-        )
 
 
 def _status(exc) -> int:
@@ -183,21 +252,47 @@ def open_target(to: str, endpoint_url: str | None = None):
 
 def published_index(location: str) -> bytes | None:
     """The index at a publish location (directory or s3://), None when nothing is published there yet."""
-    data, _token = open_target(location).read_index()
-    return data
+    target = open_target(location)
+    try:
+        return target.read_index()[0]
+    except Exception as exc:
+        if not _is_transport_error(exc):
+            raise
+        raise PublishError(f"reading {target.label}/{INDEX_NAME} failed: {exc}") from None
 
 
-def local_files(dist: Path, index: Index) -> list[tuple[str, Path, str]]:
-    """(name, path, sha256) of every file the index names, checked against it."""
+def local_index(data: bytes, signing: keys.PublisherKeys, where: str) -> Index:
+    """DIST's index: verified when keys were given (a swapped DIST/index.json is not
+    published); without keys it can only be read, and is the publisher's own."""
+    if not signing.trusted:
+        return parse_payload(open_envelope(data, where), where)
+    try:
+        return verify_signed(data, signing.trusted, where)[0]
+    except TrustError as exc:
+        raise TrustError(f"{where}: {exc}; refusing to publish it") from None
+
+
+def files_to_publish(dist: Path, index: Index, target) -> list[tuple[str, Path, str]]:
+    """(name, path, sha256) of every file of the index that DIST holds, checked against it.
+
+    A file the index names but DIST lacks must already be at the target with
+    the bytes the index names (an index that merged earlier releases, on a
+    re-run): the index published always names files that are there.
+    """
     files = []
     for entry in index.artifacts:
         for name, sha in ((entry.name, entry.sha256), (entry.name + ".json", entry.metadata_sha256)):
             path = dist / name
-            if not path.is_file():
-                raise PublishError(f"{name} is in {INDEX_NAME} but missing from {dist}")
-            if file_sha256(path) != sha:
-                raise PublishError(f"{name} in {dist} does not match {INDEX_NAME}; rebuild the index")
-            files.append((name, path, sha))
+            if path.is_file():
+                if file_sha256(path) != sha:
+                    raise PublishError(f"{name} in {dist} does not match {INDEX_NAME}; rebuild the index")
+                files.append((name, path, sha))
+                continue
+            remote = target.existing_sha(name)
+            if remote is None:
+                raise PublishError(f"{name} is in {INDEX_NAME} but neither in {dist} nor at {target.label}")
+            if remote != sha:
+                raise name_taken(name, target.label, remote)
     return files
 
 
@@ -208,83 +303,96 @@ def upload_files(target, files, dry_run: bool, report: Report) -> None:
             report.skipped.append(name)
             continue
         if remote is not None:
-            raise PublishError(f"{name} already exists at {target.label} with other content (sha256 {remote}); refusing to replace it")
+            raise name_taken(name, target.label, remote)
         if not dry_run:
             target.upload(name, path, sha)
+            crash_point("file-written")
         report.uploaded.append(name)
 
 
-def next_index(
-    local: bytes, remote: bytes | None, key_files: list[Path], where: str,
-) -> tuple[bytes, bytes | None] | None:
-    """What to write over the remote index: None if it is already ours.
+def holds_all(theirs: Index, ours: Index) -> bool:
+    """Every entry of ours is in theirs, unchanged."""
+    by_name = {entry.name: entry for entry in theirs.artifacts}
+    return all(by_name.get(entry.name) == entry for entry in ours.artifacts)
 
-    Returns (index bytes, signature or None to use DIST's own signature).
-    """
+
+def next_index(
+    local: bytes, ours: Index, remote: bytes | None, signing: keys.PublisherKeys, where: str,
+) -> tuple[bytes, int] | None:
+    """What to write over the remote index, and its serial: None when the remote already publishes ours."""
     if remote is None:
-        return local, None
+        return local, ours.serial
     if remote == local:
         return None
-    ours, theirs = parse_index(local, INDEX_NAME), parse_index(remote, where)
-    names = {e.name for e in ours.artifacts}
-    missing = [e for e in theirs.artifacts if e.name not in names]
+    if not signing.trusted:
+        raise PublishError(f"{where} is not our index and no key was given to verify it: pass --sign KEYFILE "
+                           "(or --trusted-key KEY for a key that no longer signs)")
+    theirs = verify_published(remote, signing.trusted, ours.channel, where)
+    if holds_all(theirs, ours) and theirs.serial >= ours.serial and theirs.expires >= ours.expires:
+        return None  # e.g. a re-run after this publish merged and wrote; a later expiry is a refresh to publish
+    ours_names = {entry.name for entry in ours.artifacts}
+    missing = [entry for entry in theirs.artifacts if entry.name not in ours_names]
     if not missing and ours.serial > theirs.serial:
-        return local, None
-    if not key_files:
-        raise PublishError(
-            f"the index at {where} (serial {theirs.serial}) has {len(missing)} entries not in ours "
-            f"(serial {ours.serial}); rebuild with --previous, or pass --sign to merge"
-        )
+        return local, ours.serial
+    if not signing.private:
+        why = (f"has {len(missing)} entries not in ours" if missing else "is not older than ours")
+        raise PublishError(f"the index at {where} (serial {theirs.serial}) {why} (serial {ours.serial}); "
+                           "rebuild with --previous, or pass --sign to merge")
     merged = Index(
-        serial=max(ours.serial, theirs.serial + 1),
+        channel=ours.channel,
+        serial=max(ours.serial, next_serial(theirs.serial)),
         generated=datetime.now(timezone.utc).replace(microsecond=0),
         expires=ours.expires,
         artifacts=sorted([*ours.artifacts, *missing], key=lambda e: e.name),
     )
-    data = merged.to_bytes()
-    return data, keys.sign(data, [keys.load_private(p) for p in key_files])
+    return seal(merged, signing.private), merged.serial
 
 
-def publish_index(dist: Path, target, key_files: list[Path], dry_run: bool, report: Report) -> None:
-    local = (dist / INDEX_NAME).read_bytes()
-    local_sig = (dist / (INDEX_NAME + SIG_SUFFIX)).read_bytes()
+def publish_index(
+    local: bytes, ours: Index, target, signing: keys.PublisherKeys, dry_run: bool, report: Report,
+) -> None:
+    where = f"{target.label}/{INDEX_NAME}"
     for _ in range(INDEX_ATTEMPTS):
         remote, token = target.read_index()
-        chosen = next_index(local, remote, key_files, f"{target.label}/{INDEX_NAME}")
+        crash_point("index-read")
+        chosen = next_index(local, ours, remote, signing, where)
         if chosen is None:
             report.index = "already published"
             return
-        data, signature = chosen
-        serial = parse_index(data, INDEX_NAME).serial
+        data, serial = chosen
         if dry_run:
             report.index = f"would write serial {serial}"
             return
         try:
-            target.write_index(data, signature or local_sig, token)
+            target.write_index(data, token)
         except Conflict:
-            if not key_files:
-                raise PublishError(f"{target.label}/{INDEX_NAME} changed while publishing; nothing was overwritten: run again") from None
-            continue
-        if signature is not None:  # merged: keep DIST in step with what was published
-            write_atomic(dist / INDEX_NAME, data)
-            write_atomic(dist / (INDEX_NAME + SIG_SUFFIX), signature)
+            continue  # re-read: merged, refused or found already published on the next round
+        crash_point("index-written")
         report.index = f"wrote serial {serial}"
         return
-    raise PublishError(f"{target.label}/{INDEX_NAME} kept changing; gave up after {INDEX_ATTEMPTS} attempts")
+    raise PublishError(f"{where} kept changing; gave up after {INDEX_ATTEMPTS} attempts")
 
 
 def publish(dist: Path, to: str, endpoint_url: str | None = None, key_files: list[Path] | None = None,
-            dry_run: bool = False) -> Report:
+            dry_run: bool = False, trusted_keys: list[str] | None = None) -> Report:
     index_path = dist / INDEX_NAME
-    if not index_path.is_file() or not (dist / (INDEX_NAME + SIG_SUFFIX)).is_file():
+    if not index_path.is_file():
         raise PublishError(f"{dist} has no signed index: run `relocpy index build` first")
-    index = parse_index(index_path.read_bytes(), str(index_path))
+    signing = keys.PublisherKeys.load(list(key_files or []), list(trusted_keys or []))
+    local = index_path.read_bytes()
+    ours = local_index(local, signing, str(index_path))
+    if ours.expires <= datetime.now(timezone.utc):
+        raise PublishError(f"{index_path} expired at {ours.expires.isoformat()}; rebuild it (relocpy index build)")
     target = open_target(to, endpoint_url)
     report = Report()
     try:
-        upload_files(target, local_files(dist, index), dry_run, report)
-        publish_index(dist, target, list(key_files or []), dry_run, report)
-    except PublishError:
+        files = files_to_publish(dist, ours, target)
+        # Decide on the published index before the first upload, so that a refused
+        # publish writes nothing; the conditional write settles what changes meanwhile.
+        next_index(local, ours, target.read_index()[0], signing, f"{target.label}/{INDEX_NAME}")
+        upload_files(target, files, dry_run, report)
+        publish_index(local, ours, target, signing, dry_run, report)
+    except RelocpyError:
         raise
     except Exception as exc:  # botocore and OS errors: one line, the cause named
         if not _is_transport_error(exc):

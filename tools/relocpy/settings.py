@@ -65,6 +65,7 @@ class ConfigFile(BaseModel):
 
     index_url: str | None = None
     trusted_keys: list[str] = []
+    channel: str | None = None
     install_dir: str | None = None
 
     @classmethod
@@ -86,13 +87,15 @@ class ClientSettings(BaseModel):
     """What install, list, run, uninstall and index verify need.
 
     Precedence: flag, then environment (RELOCPY_INDEX_URL, RELOCPY_TRUSTED_KEYS
-    comma-separated, RELOCPY_INSTALL_DIR), then the config file, then defaults.
+    comma-separated, RELOCPY_CHANNEL, RELOCPY_INSTALL_DIR), then the config
+    file, then defaults.
     """
 
     model_config = ConfigDict(frozen=True)
 
     index_url: str | None
     trusted_keys: list[str]
+    channel: str  # the index must be of this channel (index.py)
     install_dir: Path
     state_file: Path
     fetch: FetchSettings
@@ -103,14 +106,18 @@ class ClientSettings(BaseModel):
         index_url: str | None = None,
         trusted_keys: list[str] | None = None,
         install_dir: str | None = None,
+        channel: str | None = None,
         **fetch_extra,
     ) -> ClientSettings:
+        from relocpy.index import DEFAULT_CHANNEL, channel_name  # the signed format owns the name's rules
+
         config = ConfigFile.load()
         env_keys = [k.strip() for k in os.environ.get("RELOCPY_TRUSTED_KEYS", "").split(",") if k.strip()]
         install = install_dir or os.environ.get("RELOCPY_INSTALL_DIR") or config.install_dir
         return cls(
             index_url=index_url or os.environ.get("RELOCPY_INDEX_URL") or config.index_url,
             trusted_keys=list(trusted_keys or env_keys or config.trusted_keys),
+            channel=channel_name(channel or os.environ.get("RELOCPY_CHANNEL") or config.channel or DEFAULT_CHANNEL),
             install_dir=Path(install).expanduser().absolute() if install else user_data_dir() / "versions",
             state_file=user_data_dir() / "state.json",
             fetch=FetchSettings.resolve(**_transfer_env(), **fetch_extra),

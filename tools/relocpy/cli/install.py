@@ -62,6 +62,7 @@ def _settings(args):
         index_url=getattr(args, "index", None),
         trusted_keys=list(getattr(args, "trusted_key", None) or []),
         install_dir=args.install_dir,
+        channel=getattr(args, "channel", None),
     )
 
 

@@ -46,6 +46,8 @@ def add_fetch(parser) -> None:
 def add_trust(parser) -> None:
     repeatable(parser, "--trusted-key", "public key to trust: 'ed25519:<base64>' or a file holding it "
                "(also RELOCPY_TRUSTED_KEYS, comma-separated, or trusted_keys in the config file)", metavar="KEY")
+    parser.add_argument("--channel", metavar="NAME", help="the channel the index must be of; another channel's "
+                        "index is refused (also RELOCPY_CHANNEL or channel in the config file; default: stable)")
 
 
 def add_json(parser, what: str) -> None:
