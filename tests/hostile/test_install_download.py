@@ -221,3 +221,11 @@ def test_a_1_5_gib_bomb_through_install_is_refused_in_bounded_memory(tmp_path, s
     assert one_error_line(result).endswith("(a decompression bomb?); refusing the archive")
     assert peak < 150 and seconds < 30, (peak, seconds)
     assert leftovers(versions) == []
+
+
+def test_a_cache_dir_that_cannot_be_written(tmp_path, served_archive):
+    (tmp_path / "cache").write_text("a file where the cache should be")
+    with pytest.raises(SourceError) as failure:
+        download(entry(url(served_archive)), served_archive.url + "/index.json", client_settings(tmp_path))
+    cache = tmp_path / "cache" / "sources" / hashlib.sha256(ARCHIVE).hexdigest()
+    assert str(failure.value) == f"{NAME}: cannot write to the cache {cache}: Not a directory"

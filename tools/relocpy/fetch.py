@@ -179,9 +179,12 @@ class Fetcher:
 
     def _try(self, source: SourceFile, location: str) -> _Attempt | None:
         target = cache_path(self.settings, source)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        sweep_leftover_parts(target.parent)
-        partial = _Partial(target.parent, source.file)
+        try:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            sweep_leftover_parts(target.parent)
+            partial = _Partial(target.parent, source.file)
+        except OSError as exc:
+            raise SourceError(f"{source.file}: cannot write to the cache {target.parent}: {exc.strerror}") from None
         try:
             if location.startswith(("http://", "https://")):
                 self._download(location, partial, source.file)

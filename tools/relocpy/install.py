@@ -168,6 +168,8 @@ def install(
     if current is not None and current.problem is None and not reinstall:
         info(f"{name} is already installed in {store.versions} (--reinstall to replace it)")
         return current.prefix
+    if current is not None and current.problem:
+        info(f"{name} is broken ({current.problem}): installing it again")
     archive = download(entry, source, settings)
     receipt = {"key": entry.key.model_dump(mode="json"), "entry": entry.model_dump(mode="json"),
                "index": source, "serial": index.serial}
