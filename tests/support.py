@@ -165,7 +165,8 @@ DRIP_PAUSE = 0.05
 
 class FaultyHandler(SimpleHTTPRequestHandler):
     """Serves a directory; `faults` maps a file name to truncate/truncate-once/stall,
-    drip (a byte every DRIP_PAUSE seconds, with an honest Content-Length) or
+    drip (a byte every DRIP_PAUSE seconds, with an honest Content-Length),
+    drip-headers (a header line, a byte at a time, that never ends) or
     no-length (the whole body with no Content-Length, ended by closing)."""
 
     faults: dict[str, str]
@@ -183,8 +184,8 @@ class FaultyHandler(SimpleHTTPRequestHandler):
         if fault is None:
             return super().do_GET()
         body = Path(self.translate_path(self.path)).read_bytes()
-        if fault == "drip":
-            return self._drip(body)
+        if fault in ("drip", "drip-headers"):
+            return self._drip(body, fault == "drip-headers")
         if fault == "no-length":
             self.send_response(200)
             self.end_headers()
@@ -200,10 +201,11 @@ class FaultyHandler(SimpleHTTPRequestHandler):
             time.sleep(6)
         self.close_connection = True
 
-    def _drip(self, body: bytes) -> None:
-        self.send_response(200)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
+    def _drip(self, body: bytes, headers_too: bool) -> None:
+        head = f"HTTP/1.0 200 OK\r\nContent-Length: {len(body)}\r\n".encode()
+        if headers_too:  # a header line that never ends
+            head, body = head + b"X-Slow: ", b"z" * 60_000
+        self.wfile.write(head + (b"" if headers_too else b"\r\n"))
         stop = time.monotonic() + 30
         try:
             for offset in range(len(body)):

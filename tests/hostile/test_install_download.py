@@ -138,8 +138,10 @@ def test_a_dripping_server_meets_the_deadline(tmp_path, signing_key, env):
     assert leftovers(versions) == [] and cache_files(client) == []
 
 
-def test_the_deadline_holds_for_fetch_too(tmp_path, served_archive):
-    served_archive.faults[NAME] = "drip"
+@pytest.mark.parametrize("fault", ["drip", "drip-headers"])
+def test_the_deadline_holds_for_fetch_too(tmp_path, served_archive, fault):
+    """Headers dripped byte by byte hold no read open past the deadline either."""
+    served_archive.faults[NAME] = fault
     source = SourceFile(file=NAME, sha256=hashlib.sha256(ARCHIVE).hexdigest(), urls=[f"{served_archive.url}/{NAME}"])
     started = time.monotonic()
     with pytest.raises(SourceError, match=r"not done within the 0.5 s deadline"):

@@ -245,16 +245,12 @@ class Fetcher:
                           f"{partial.size} bytes arrived)", wrong_bytes=False)
 
     def _stream(self, url: str, partial: _Partial, task, deadline: float) -> bool:
-        """One request; True when the body arrived whole.
-
-        The deadline is checked after every read; read1 returns whatever has
-        arrived, so a server dripping bytes cannot hold one read open. A read
-        that gets nothing waits at most settings.timeout (and not past the
-        deadline as it stood when the request started)."""
+        """One request; True when the body arrived whole. At the deadline
+        http.get shuts the connection, whatever it waits for; the caller
+        then finds the deadline passed."""
         self._check_deadline(deadline, partial)
-        timeout = min(self.settings.timeout, deadline - time.monotonic())
         headers = {"Range": f"bytes={partial.size}-"} if partial.size else {}
-        with http.get(url, timeout, headers) as response:
+        with http.get(url, self.settings.timeout, headers, deadline=deadline) as response:
             if partial.size and response.status != 206:
                 partial.restart()  # the server ignored the range: start over
             expected = _expected_total(response, partial.size)
@@ -262,10 +258,9 @@ class Fetcher:
                 raise _GiveUp(f"the server offers {expected} bytes, more than the {self.max_size} expected",
                               wrong_bytes=True)
             self.progress.update(task, completed=partial.size, total=expected)
-            while chunk := response.read1(HTTP_CHUNK):
+            while chunk := response.read(HTTP_CHUNK):
                 self._take(partial, chunk)
                 self.progress.update(task, completed=partial.size)
-                self._check_deadline(deadline, partial)
         return expected is None or partial.size >= expected
 
 
