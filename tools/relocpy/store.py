@@ -144,8 +144,8 @@ class Store:
     def commit(self, name: str, staging: Path, receipt: dict) -> None:
         """Write the receipt beside the checked tree, move both into the store
         and swap the version link to them in one rename."""
-        write_new_file(staging / RECEIPT, (json.dumps(receipt, indent=2) + "\n").encode())
-        with self.locked(f"install {name}"):
+        with self.locked(f"install {name}"), self._failing_as_one_line():
+            write_new_file(staging / RECEIPT, (json.dumps(receipt, indent=2) + "\n").encode())
             link = self.versions / name
             if os.path.lexists(link) and not link.is_symlink():
                 raise InstallError(f"{link} exists and is not a link relocpy made; move it away first")
@@ -161,8 +161,10 @@ class Store:
                 warn(f"{link} did not point to an entry of {self.store}: replaced the link, left its target alone")
 
     def remove(self, name: str) -> None:
-        with self.locked(f"uninstall {name}"):
+        with self.locked(f"uninstall {name}"), self._failing_as_one_line():
             link = self.versions / name
+            if not link.is_symlink():  # removed by another uninstall meanwhile
+                raise InstallError(f"{name} is not installed in {self.versions}")
             old = self.entry_of(link)
             link.unlink()  # the link goes first: the version vanishes in one step
             if old is not None:
@@ -171,6 +173,15 @@ class Store:
                 warn(f"{link} did not point to an entry of {self.store}: removed the link, left its target alone")
             self.sweep()
 
+    @contextmanager
+    def _failing_as_one_line(self):
+        """A file system error half-way (a full disk...) is one line; what it
+        left behind is swept next time."""
+        try:
+            yield
+        except OSError as exc:
+            raise InstallError(f"cannot change {self.versions}: {exc.strerror or exc}") from None
+
     def sweep(self) -> None:
         """Remove what killed installers left behind. Call with the lock held."""
         for path in self.versions.glob(f"{STAGING_PREFIX}*"):
@@ -178,7 +189,7 @@ class Store:
                 remove_tree(path)
         for path in self.versions.glob(f".*{LINK_SUFFIX}"):
             if path.is_symlink():
-                path.unlink()
+                remove_tree(path)
         if self.store.is_dir() and not self.store.is_symlink():
             named = {self.entry_of(link) for link in self.versions.iterdir() if link.is_symlink()}
             for entry in self.store.iterdir():
