@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 import io
 import os
@@ -11,6 +12,7 @@ import sysconfig
 import tarfile
 import threading
 import time
+from contextlib import contextmanager
 from functools import partial
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -158,9 +160,14 @@ def one_error_line(result: subprocess.CompletedProcess) -> str:
 
 # --- a loopback HTTP server that can misbehave -------------------------------------------
 
+DRIP_PAUSE = 0.05
+
 
 class FaultyHandler(SimpleHTTPRequestHandler):
-    """Serves a directory; `faults` maps a file name to truncate/truncate-once/stall."""
+    """Serves a directory; `faults` maps a file name to truncate/truncate-once/stall,
+    drip (a byte every DRIP_PAUSE seconds, with an honest Content-Length),
+    drip-headers (a header line, a byte at a time, that never ends) or
+    no-length (the whole body with no Content-Length, ended by closing)."""
 
     faults: dict[str, str]
     hits: dict[str, int]
@@ -177,6 +184,14 @@ class FaultyHandler(SimpleHTTPRequestHandler):
         if fault is None:
             return super().do_GET()
         body = Path(self.translate_path(self.path)).read_bytes()
+        if fault in ("drip", "drip-headers"):
+            return self._drip(body, fault == "drip-headers")
+        if fault == "no-length":
+            self.send_response(200)
+            self.end_headers()
+            self.wfile.write(body)
+            self.close_connection = True
+            return
         self.send_response(200)
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
@@ -184,6 +199,23 @@ class FaultyHandler(SimpleHTTPRequestHandler):
         self.wfile.flush()
         if fault == "stall":
             time.sleep(6)
+        self.close_connection = True
+
+    def _drip(self, body: bytes, headers_too: bool) -> None:
+        head = f"HTTP/1.0 200 OK\r\nContent-Length: {len(body)}\r\n".encode()
+        if headers_too:  # a header line that never ends
+            head, body = head + b"X-Slow: ", b"z" * 60_000
+        self.wfile.write(head + (b"" if headers_too else b"\r\n"))
+        stop = time.monotonic() + 30
+        try:
+            for offset in range(len(body)):
+                if time.monotonic() > stop:
+                    break
+                self.wfile.write(body[offset:offset + 1])
+                self.wfile.flush()
+                time.sleep(DRIP_PAUSE)
+        except OSError:
+            pass  # the client gave up, as it should
         self.close_connection = True
 
 
@@ -207,3 +239,122 @@ class LoopbackServer:
     @property
     def faults(self) -> dict[str, str]:
         return self.handler.faults
+
+
+# --- archives, made byte by byte ---------------------------------------------------------
+
+SHELL_PYTHON = b"#!/bin/sh\nexit 0\n"  # passes install's smoke test (`python3 -c ...`) in a few ms
+
+
+def tar_bytes(members: list[tuple[tarfile.TarInfo, bytes | None]], format=tarfile.GNU_FORMAT) -> bytes:
+    """An uncompressed tar of members made by member()."""
+    out = io.BytesIO()
+    with tarfile.open(fileobj=out, mode="w", format=format) as tar:
+        for info, data in members:
+            if data is not None:
+                info.size = len(data)
+            tar.addfile(_normalized(info), io.BytesIO(data) if data is not None else None)
+    return out.getvalue()
+
+
+def header(name: str, size: int = 0, kind=tarfile.REGTYPE, mtime: int = EPOCH, linkname: str = "") -> bytes:
+    """One 512-byte ustar header block."""
+    info = tarfile.TarInfo(name)
+    info.size, info.type, info.mtime, info.mode, info.linkname = size, kind, mtime, 0o755, linkname
+    return info.tobuf(tarfile.USTAR_FORMAT)
+
+
+def blocks(data: bytes) -> bytes:
+    """Member data padded to whole blocks."""
+    return data + bytes(-len(data) % tarfile.BLOCKSIZE)
+
+
+def extended(records: bytes, kind=tarfile.XHDTYPE) -> bytes:
+    """A pax (or GNU long-name) header carrying records, as its own header and data."""
+    return header("././@PaxHeader", len(records), kind) + blocks(records)
+
+
+def pax_record(key: str, value: str) -> bytes:
+    body = f" {key}={value}\n".encode()
+    length = len(body) + len(str(len(body)))
+    length += len(str(length)) - len(str(len(body)))
+    return str(length).encode() + body
+
+
+def regular(name: str, data: bytes = b"x", **fields) -> bytes:
+    return header(name, len(data), **fields) + blocks(data)
+
+
+END = bytes(2 * tarfile.BLOCKSIZE)
+
+
+def gz(data: bytes) -> bytes:
+    return gzip.compress(data, compresslevel=6, mtime=0)
+
+
+def zst(data: bytes, frame: int | None = None, skippable: bool = False) -> bytes:
+    """zstd, in frames of `frame` bytes of input if given; each after a skippable
+    frame holding its size when `skippable`, as pzstd writes them."""
+    import zstandard
+
+    compressor = zstandard.ZstdCompressor(level=3)
+    step = frame or max(1, len(data))
+    out = []
+    for start in range(0, max(1, len(data)), step):
+        body = compressor.compress(data[start:start + step])
+        if skippable:
+            out.append(b"\x50\x2a\x4d\x18" + (4).to_bytes(4, "little") + len(body).to_bytes(4, "little"))
+        out.append(body)
+    return b"".join(out)
+
+
+# --- memory and time of a child process ---------------------------------------------------
+
+_PEAK_WRAPPER = """
+import atexit, os, resource, runpy, sys
+def _report():
+    with open(os.environ["PEAK_RSS_FILE"], "w") as out:
+        out.write(str(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss))
+atexit.register(_report)
+sys.argv[0] = "relocpy"
+runpy.run_module("relocpy", run_name="__main__")
+"""
+
+
+def relocpy_measured(*args: str, env: dict[str, str], scratch: Path) -> tuple[subprocess.CompletedProcess, int, float]:
+    """relocpy ARGS in a child: (its result, its peak RSS in MiB, its wall time in seconds)."""
+    report = scratch / f"peak-rss-{time.monotonic_ns()}"
+    started = time.monotonic()
+    result = subprocess.run([sys.executable, "-c", _PEAK_WRAPPER, *args], capture_output=True, text=True,
+                            env={**env, "PEAK_RSS_FILE": str(report)}, timeout=300)
+    return result, int(report.read_text()) // 1024, time.monotonic() - started
+
+
+# --- a signed channel serving one archive, and what a versions dir holds -----------------------
+
+
+@contextmanager
+def channel(tmp_path: Path, archive: bytes, signing_key: tuple[Path, str], env: dict[str, str],
+            version: str = "3.99.1", base_url: str | None = None):
+    """A dist of one archive, signed and served on loopback: yields (server,
+    the environment of a client trusting it, its versions dir)."""
+    dist = tmp_path / "dist"
+    dist.mkdir()
+    key = artifact_key(version=version)
+    (dist / key.filename).write_bytes(archive)
+    write_metadata(dist / key.filename, key)
+    with LoopbackServer(dist) as server:
+        relocpy("index", "build", str(dist), "--base-url", base_url or server.url, "--sign", str(signing_key[0]),
+                env=env, check=True)
+        versions = tmp_path / "versions"
+        yield server, {**env, "RELOCPY_INDEX_URL": server.url, "RELOCPY_TRUSTED_KEYS": signing_key[1],
+                       "RELOCPY_INSTALL_DIR": str(versions)}, versions
+
+
+def leftovers(versions: Path) -> list[str]:
+    """Everything in a versions dir but its lock and an empty store: [] when nothing is installed."""
+    if not versions.exists():
+        return []
+    found = [p.name for p in versions.iterdir() if p.name not in (".lock", ".store")]
+    store = versions / ".store"
+    return sorted(found + ([f".store/{p.name}" for p in store.iterdir()] if store.is_dir() else []))

@@ -44,14 +44,17 @@ def test_install_run_list_reinstall_uninstall(client):
     assert f"{name}" in listed and "installed" in listed and "available" in listed
     rows = json.loads(relocpy("list", "--json", env=env, check=True).stdout)
     assert rows == [{"name": name, "state": "installed", "where": str(link)}]
-    receipt = json.loads((link / "RELOCPY.json").read_text())
+    store_entry, root = os.path.split(os.readlink(link))
+    assert root == "python" and os.path.dirname(store_entry) == ".store"
+    assert not (link / "RELOCPY.json").exists()  # beside the tree, where no archive member can be
+    receipt = json.loads((versions / store_entry / "RELOCPY.json").read_text())
     assert receipt["key"]["platform"] == {"os": "linux", "arch": "x86_64", "libc": "glibc", "floor": "2.17"}
     assert receipt["key"]["version"] == HOST_VERSION
     first_store = os.path.realpath(link)
     again = relocpy("install", f"cpython@{HOST_VERSION}", env=env, check=True)
     assert "already installed" in again.stderr and os.path.realpath(link) == first_store
     relocpy("install", HOST_VERSION, "--reinstall", env=env, check=True)
-    assert os.path.realpath(link) != first_store and not os.path.exists(first_store)
+    assert os.path.realpath(link) != first_store and not os.path.exists(os.path.dirname(first_store))
     relocpy("uninstall", MINOR, env=env, check=True)
     assert installed_names(versions) == []
     assert "not installed" in one_error_line(relocpy("run", MINOR, env=env))

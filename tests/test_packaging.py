@@ -210,7 +210,7 @@ def test_a_missing_extra_through_the_cli(tmp_path):
     assert "relocpy[build]" in one_error_line(result)
     archive = tmp_path / "cpython-3.13.15+20261124-manylinux_2_17_x86_64-install_only.tar.zst"
     archive.write_bytes(b"\x28\xb5\x2f\xfd" + b"\0" * 64)
-    result = run_python(blocked(library(f"from relocpy.unpack import inflate; from pathlib import Path; inflate(Path({str(archive)!r}))")))
+    result = run_python(blocked(library(f"from relocpy.unpack import extract; from pathlib import Path; extract(Path({str(archive)!r}), Path({str(tmp_path / 'out')!r}))")))
     assert "the zstandard module is not installed" in one_error_line(result)
 
 

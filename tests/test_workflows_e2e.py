@@ -335,7 +335,7 @@ def test_pull_request_and_two_releases_run_as_written(engine_without_relocpy_ima
                 versions = tmp_path / f"versions-{tag}"
                 cli("install", CELL["python"], "--variant", CELL["variant"], "--index", index, "--trusted-key", public,
                     "--install-dir", str(versions), env=client_env)
-                [receipt] = versions.glob("*/RELOCPY.json")
+                [receipt] = versions.glob(".store/*/RELOCPY.json")  # beside the tree the version link names
                 key = json.loads(receipt.read_text())["key"]
                 assert key["build_tag"] == tag and key["version"] == CELL["python"], key
                 ran = cli("run", CELL["python"], "--variant", CELL["variant"], "--install-dir", str(versions), "--",

@@ -1,22 +1,14 @@
 """Install interpreters from a verified index into a versions directory.
 
-Layout: `<versions>/cpython-3.13.15[+variant]` is a symlink to
-`<versions>/.store/<name>-<random>`, the unpacked `python/` prefix. A new
-install or a reinstall is unpacked and checked aside, then the symlink is
-swapped with one rename, so a reader sees the old prefix or the new one,
-never a half-written one.
+This module chooses what to install and gets it (index, download, unpack,
+smoke test); store.py owns the versions directory itself: where a version
+lives, its receipt, the lock, and swapping a version in or out.
 """
 
 from __future__ import annotations
 
-import fcntl
-import json
-import os
 import re
-import shutil
 import subprocess
-import uuid
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,17 +18,15 @@ from packaging.version import Version
 from relocpy.errors import InstallError, RelocpyError
 from relocpy.fetch import fetch_all
 from relocpy.index import Index, IndexEntry
-from relocpy.index_trust import fetch_verified, resolve_url
-from relocpy.models import ArtifactKey, Platform, SourceFile, version_tuple
+from relocpy.index_trust import fetch_verified, is_url, resolve_url
+from relocpy.models import Platform, SourceFile, version_tuple
 from relocpy.progress import info
 from relocpy.settings import ClientSettings
-from relocpy.unpack import StreamInflater, unpack
+from relocpy.store import Installed, Store
+from relocpy.unpack import LIMITS, Limits, unpack
 
 SPEC_RE = re.compile(r"^(?:cpython[@-])?(?P<version>\d+\.\d+(?:\.\d+)?)$")
 DEFAULT_FLAVORS = ("install_only_stripped", "install_only")
-STORE = ".store"
-RECEIPT = "RELOCPY.json"
-MAX_INFLATION = 16  # real archives inflate 3-4x; a stream inflating more is inflated again from the file
 
 
 @dataclass(frozen=True)
@@ -121,15 +111,6 @@ def install_name(version: str, variant: str | None) -> str:
     return f"cpython-{version}" + (f"+{variant}" if variant else "")
 
 
-@contextmanager
-def locked(versions: Path):
-    """One installer at a time swaps links in a versions dir."""
-    versions.mkdir(parents=True, exist_ok=True)
-    with (versions / ".lock").open("w") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        yield
-
-
 def smoke_test(prefix: Path) -> None:
     python = prefix / "bin" / "python3"
     try:
@@ -150,34 +131,27 @@ def _exit_reason(result: subprocess.CompletedProcess) -> str:
     return status + (": " + " | ".join(line.strip() for line in tail) if tail else "")
 
 
-def download(entry: IndexEntry, source: str, settings: ClientSettings) -> tuple[Path, bytes | None]:
-    """Into the content-addressed cache, sha256 checked while streaming (fetch.py).
-
-    The bytes are inflated on a second thread as they arrive; the result is
-    only used after fetch_all has verified the sha256 (it raises otherwise).
-    """
-    pinned = SourceFile(file=entry.name, sha256=entry.sha256, urls=[resolve_url(source, entry.url)])
-    inflater = StreamInflater(limit=entry.size * MAX_INFLATION)
-    try:
-        path = fetch_all([(entry.name, [pinned])], settings.fetch, sink=inflater)[0].path
-    finally:
-        raw = inflater.result(entry.size)
-    return path, raw
+def artifact_location(source: str, entry: IndexEntry) -> str:
+    """Where the entry's archive is. An index that came over http(s) can only
+    send the client to http(s): never to a path on the client's own disk."""
+    location = resolve_url(source, entry.url)
+    if is_url(source) and not is_url(location):
+        raise InstallError(f"{entry.name}: the index at {source} gives its URL as {entry.url!r}, which is not "
+                           "http(s); refusing to read the local disk for a remote index")
+    return location
 
 
-def place(versions: Path, name: str, prefix: Path, receipt: dict) -> None:
-    """Move the checked prefix into the store and swap the link to it in one rename."""
-    (prefix / RECEIPT).write_text(json.dumps(receipt, indent=2) + "\n")
-    store = versions / STORE / f"{name}-{uuid.uuid4().hex[:12]}"
-    store.parent.mkdir(parents=True, exist_ok=True)
-    prefix.rename(store)
-    link = versions / name
-    old = link.resolve() if link.is_symlink() else None
-    tmp_link = versions / f".{name}.{uuid.uuid4().hex}.link"
-    tmp_link.symlink_to(Path(STORE) / store.name)
-    os.replace(tmp_link, link)
-    if old is not None and old != store:
-        shutil.rmtree(old, ignore_errors=True)
+def download(entry: IndexEntry, source: str, settings: ClientSettings) -> Path:
+    """Into the content-addressed cache, sha256 checked while streaming and
+    never more than the signed size written (fetch.py)."""
+    if entry.size < 0:
+        raise InstallError(f"{entry.name}: the index gives it a negative size ({entry.size}); refusing the entry")
+    pinned = SourceFile(file=entry.name, sha256=entry.sha256, urls=[artifact_location(source, entry)])
+    path = fetch_all([(entry.name, [pinned])], settings.fetch, max_size=entry.size)[0].path
+    size = path.stat().st_size
+    if size != entry.size:  # the sha256 matched, so the index itself is wrong
+        raise InstallError(f"{entry.name}: {size} bytes, but the index says {entry.size}; refusing the entry")
+    return path
 
 
 def install(
@@ -188,24 +162,29 @@ def install(
     source, index = fetch_index(settings)
     entry = choose(index, request, flavor, host_platforms())
     name = install_name(entry.python_version, entry.variant)
-    versions = settings.install_dir
-    if (versions / name).is_symlink() and not reinstall:
-        info(f"{name} is already installed in {versions} (--reinstall to replace it)")
-        return versions / name
-    archive, raw = download(entry, source, settings)
-    versions.mkdir(parents=True, exist_ok=True)
-    staging = versions / f".staging-{uuid.uuid4().hex[:12]}"
-    try:
-        prefix = unpack(archive, staging, raw)
+    store = Store(settings.install_dir, settings.lock_timeout)
+    current = store.get(name)
+    if current is not None and current.problem is None and not reinstall:
+        info(f"{name} is already installed in {store.versions} (--reinstall to replace it)")
+        return current.prefix
+    if current is not None and current.problem:
+        info(f"{name} is broken ({current.problem}): installing it again")
+    archive = download(entry, source, settings)
+    receipt = {"key": entry.key.model_dump(mode="json"), "entry": entry.model_dump(mode="json"),
+               "index": source, "serial": index.serial}
+    install_archive(archive, name, receipt, store)
+    info(f"installed {entry.name} as {store.versions / name}")
+    return store.versions / name
+
+
+def install_archive(archive: Path, name: str, receipt: dict, store: Store, limits: Limits = LIMITS) -> Path:
+    """Unpack, start and swap in a verified archive as version `name`: the
+    versions dir changes only if every step passed."""
+    with store.staging(f"install {name}") as staging:
+        prefix = unpack(archive, staging, limits)
         smoke_test(prefix)
-        receipt = {"key": entry.key.model_dump(mode="json"), "entry": entry.model_dump(mode="json"),
-                   "index": source, "serial": index.serial}
-        with locked(versions):
-            place(versions, name, prefix, receipt)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-    info(f"installed {entry.name} as {versions / name}")
-    return versions / name
+        store.commit(name, staging, receipt)
+    return store.versions / name
 
 
 def fetch_index(settings: ClientSettings) -> tuple[str, Index]:
@@ -217,43 +196,27 @@ def fetch_index(settings: ClientSettings) -> tuple[str, Index]:
 # --- what is installed -----------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class Installed:
-    name: str
-    version: str
-    variant: str | None
-    prefix: Path
-
-    @property
-    def python(self) -> Path:
-        return self.prefix / "bin" / "python3"
-
-
 def installed(versions: Path) -> list[Installed]:
-    found = []
-    if not versions.is_dir():
-        return found
-    for link in sorted(versions.iterdir()):
-        receipt = link / RECEIPT
-        if not link.is_symlink() or not receipt.is_file():
-            continue
-        key = ArtifactKey.model_validate(json.loads(receipt.read_text())["key"])
-        found.append(Installed(link.name, key.version, key.variant, link))
-    return sorted(found, key=lambda i: Version(i.version), reverse=True)
+    """Every version link in the versions dir, newest first; a broken one says why."""
+    return Store(versions).installed()
 
 
 def find_installed(spec: str, versions: Path, variant: str | None = None) -> Installed:
     request = Request.parse(spec, variant)
     for item in installed(versions):
         if request.matches(item.version, item.variant):
+            if item.problem:
+                raise InstallError(f"{item.name} in {versions} is broken: {item.problem} "
+                                   f"(relocpy install {item.version} --reinstall, or relocpy uninstall {item.version})")
             return item
     raise InstallError(f"{request} is not installed in {versions} (relocpy install {spec})")
 
 
-def uninstall(spec: str, versions: Path, variant: str | None = None) -> Installed:
-    item = find_installed(spec, versions, variant)
-    with locked(versions):
-        store = item.prefix.resolve()
-        item.prefix.unlink()  # the link goes first: the version vanishes in one step
-        shutil.rmtree(store, ignore_errors=True)
-    return item
+def uninstall(spec: str, settings: ClientSettings, variant: str | None = None) -> Installed:
+    request = Request.parse(spec, variant)
+    store = Store(settings.install_dir, settings.lock_timeout)
+    for item in store.installed():
+        if request.matches(item.version, item.variant):
+            store.remove(item.name)
+            return item
+    raise InstallError(f"{request} is not installed in {store.versions}")

@@ -6,6 +6,7 @@ and never reads the environment itself.
 
 from __future__ import annotations
 
+import math
 import os
 import tomllib
 from pathlib import Path
@@ -38,7 +39,8 @@ class FetchSettings(BaseModel):
     offline: bool = False
     parallel: int = 4
     timeout: float = 30.0  # seconds without a byte before a download counts as stalled
-    retries: int = 3
+    retries: int = 3  # attempts after the first one
+    deadline: float = 1800.0  # seconds one download may take, retries included
     progress: bool = True
 
     @classmethod
@@ -54,7 +56,7 @@ class FetchSettings(BaseModel):
             cache_dir=Path(cache_dir or os.environ.get("RELOCPY_CACHE_DIR") or user_cache_dir()).absolute(),
             mirrors=[*(mirrors or []), *(m.strip() for m in env_mirrors)],
             offline=offline or os.environ.get("RELOCPY_OFFLINE", "") not in ("", "0"),
-            **extra,
+            **{**_transfer_env(), **extra},
         )
 
 
@@ -99,6 +101,7 @@ class ClientSettings(BaseModel):
     install_dir: Path
     state_file: Path
     fetch: FetchSettings
+    lock_timeout: float = 300.0  # seconds to wait for another installer's lock on the versions dir
 
     @classmethod
     def resolve(
@@ -120,17 +123,34 @@ class ClientSettings(BaseModel):
             channel=channel_name(channel or os.environ.get("RELOCPY_CHANNEL") or config.channel or DEFAULT_CHANNEL),
             install_dir=Path(install).expanduser().absolute() if install else user_data_dir() / "versions",
             state_file=user_data_dir() / "state.json",
-            fetch=FetchSettings.resolve(**_transfer_env(), **fetch_extra),
+            fetch=FetchSettings.resolve(**fetch_extra),
+            **({"lock_timeout": env_seconds("RELOCPY_LOCK_TIMEOUT")} if os.environ.get("RELOCPY_LOCK_TIMEOUT") else {}),
         )
 
 
 def _transfer_env() -> dict:
-    """RELOCPY_TIMEOUT (seconds without a byte) and RELOCPY_RETRIES, for slow or flaky links."""
+    """RELOCPY_TIMEOUT (seconds without a byte), RELOCPY_RETRIES (attempts after
+    the first; 0: one attempt) and RELOCPY_DEADLINE (seconds for a whole
+    download), for slow or flaky links."""
     found = {}
-    for name, field, kind in (("RELOCPY_TIMEOUT", "timeout", float), ("RELOCPY_RETRIES", "retries", int)):
+    for name, field in (("RELOCPY_TIMEOUT", "timeout"), ("RELOCPY_DEADLINE", "deadline")):
         if os.environ.get(name):
-            try:
-                found[field] = kind(os.environ[name])
-            except ValueError:
-                raise RelocpyError(f"{name}={os.environ[name]!r} is not a number") from None
+            found[field] = env_seconds(name)
+    if os.environ.get("RELOCPY_RETRIES"):
+        text = os.environ["RELOCPY_RETRIES"]
+        if not text.strip().isdigit():
+            raise RelocpyError(f"RELOCPY_RETRIES={text!r} is not a whole number of 0 or more")
+        found["retries"] = int(text)
     return found
+
+
+def env_seconds(name: str) -> float:
+    """A positive, finite number of seconds from the environment, or one error line."""
+    text = os.environ[name]
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not (math.isfinite(value) and value > 0):
+        raise RelocpyError(f"{name}={text!r} is not a positive number of seconds")
+    return value

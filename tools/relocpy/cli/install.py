@@ -75,10 +75,14 @@ def install(args) -> None:
 def list_(args) -> None:
     from relocpy import install as installer
     from relocpy.cli.options import print_rows
+    from relocpy.progress import warn
 
     settings = _settings(args)
-    rows = [{"name": item.name, "state": "installed", "where": str(item.prefix)}
-            for item in installer.installed(settings.install_dir)]
+    rows = []
+    for item in installer.installed(settings.install_dir):
+        if item.problem:
+            warn(f"{item.name} is broken: {item.problem} (relocpy install {item.version} --reinstall)")
+        rows.append({"name": item.name, "state": "broken" if item.problem else "installed", "where": str(item.prefix)})
     if args.available:
         _, index = installer.fetch_index(settings)
         hosts = installer.host_platforms()
@@ -104,5 +108,5 @@ def run(args) -> None:
 def uninstall(args) -> None:
     from relocpy import install as installer
 
-    item = installer.uninstall(args.spec, _settings(args).install_dir, args.variant)
+    item = installer.uninstall(args.spec, _settings(args), args.variant)
     print(f"removed {item.name}")
