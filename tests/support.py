@@ -310,11 +310,16 @@ def zst(data: bytes, frame: int | None = None, skippable: bool = False) -> bytes
 
 # --- memory and time of a child process ---------------------------------------------------
 
-_PEAK_WRAPPER = """
-import atexit, os, resource, runpy, sys
+# The peak is VmHWM (KiB) of the child's own address space. Not getrusage's
+# ru_maxrss: Linux carries the parent's high-water mark across exec into it,
+# so under a large pytest process every child would seem as large.
+PEAK_RSS_KIB = "int(next(line for line in open('/proc/self/status') if line.startswith('VmHWM:')).split()[1])"
+
+_PEAK_WRAPPER = f"""
+import atexit, os, runpy, sys
 def _report():
     with open(os.environ["PEAK_RSS_FILE"], "w") as out:
-        out.write(str(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss))
+        out.write(str({PEAK_RSS_KIB}))
 atexit.register(_report)
 sys.argv[0] = "relocpy"
 runpy.run_module("relocpy", run_name="__main__")

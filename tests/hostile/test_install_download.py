@@ -74,7 +74,7 @@ def entry(url: str, data: bytes = ARCHIVE, **changes) -> IndexEntry:
 
 
 def client_settings(tmp_path, **fetch) -> ClientSettings:
-    return ClientSettings(index_url=None, trusted_keys=[], install_dir=tmp_path / "versions",
+    return ClientSettings(index_url=None, trusted_keys=[], channel="stable", install_dir=tmp_path / "versions",
                           state_file=tmp_path / "state.json",
                           fetch=FetchSettings(cache_dir=tmp_path / "cache", progress=False, **fetch))
 

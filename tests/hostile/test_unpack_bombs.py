@@ -50,8 +50,8 @@ def refused(tmp_path, data: bytes, compress: str = "gz", limits: Limits = LIMITS
     return str(failure.value)
 
 
-MEASURE = """
-import resource, sys, time
+MEASURE = f"""
+import sys, time
 from pathlib import Path
 from relocpy.errors import InstallError
 from relocpy.install import install_archive
@@ -59,11 +59,11 @@ from relocpy.store import Store
 from relocpy.unpack import Limits
 started = time.monotonic()
 try:
-    install_archive(Path(sys.argv[1]), "cpython-3.99.1", {}, Store(Path(sys.argv[2])), Limits(**eval(sys.argv[3])))
+    install_archive(Path(sys.argv[1]), "cpython-3.99.1", {{}}, Store(Path(sys.argv[2])), Limits(**eval(sys.argv[3])))
     print("installed")
 except InstallError as exc:
     print(exc)
-print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024, time.monotonic() - started)
+print({PEAK_RSS_KIB} // 1024, time.monotonic() - started)
 """
 
 
