@@ -93,5 +93,9 @@ def parse_index(data: bytes, where: str) -> Index:
 
 def write_atomic(path: Path, data: bytes) -> None:
     tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
+    try:
+        tmp.write_bytes(data)
+        os.replace(tmp, path)
+    except BaseException:  # a full disk, a directory in the way, Ctrl-C: no half-written file left
+        tmp.unlink(missing_ok=True)
+        raise

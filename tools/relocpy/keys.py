@@ -98,7 +98,7 @@ def parse_trusted(value: str) -> TrustedKey:
         path = Path(text).expanduser()
         if not path.is_file():
             raise KeyFileError(f"trusted key {value!r} is neither 'ed25519:<base64>' nor a file")
-        text = path.read_text().strip()
+        text = path.read_bytes().decode("utf-8", "replace").strip()  # not UTF-8: not a key line either
         if not text.startswith(PREFIX):
             raise KeyFileError(f"{path} does not hold an 'ed25519:<base64>' public key")
     try:
