@@ -279,12 +279,22 @@ def test_a_patch_outside_patches_is_refused_by_check_and_by_plan(case, verb, roo
     assert snapshot(root, home) == before
 
 
-def test_the_project_root_being_a_file_is_one_line(tmp_path):
-    not_a_directory = tmp_path / "project"
-    not_a_directory.write_text("")
-    result = run("recipes", "list", env=client_env(tmp_path / "home", RELOCPY_ROOT=str(not_a_directory)))
-    assert refused(result, EXIT_RECIPE) == f"relocpy: error: {not_a_directory}/recipes/targets.toml: cannot read: Not a directory"
-    assert not (tmp_path / "home").exists()
+ROOTS = {
+    "a file": (lambda path: path.write_text(""), "{root}/recipes/targets.toml: cannot read: Not a directory"),
+    "missing": (lambda path: None, "{root}/recipes/targets.toml: recipe file missing"),
+    "a loop of links": (lambda path: path.symlink_to(path.name), "RELOCPY_ROOT={root}: a loop of symbolic links"),
+}
+
+
+@pytest.mark.parametrize("case", ROOTS, ids=list(ROOTS))
+def test_a_project_root_with_no_recipes_is_one_line(case, tmp_path):
+    make, expected = ROOTS[case]
+    project = tmp_path / "project"
+    make(project)
+    before = snapshot(tmp_path)
+    result = run("recipes", "list", env=client_env(tmp_path / "home", RELOCPY_ROOT=str(project)))
+    assert refused(result, EXIT_RECIPE) == "relocpy: error: " + expected.format(root=project)
+    assert snapshot(tmp_path) == before
 
 
 def test_the_shipped_recipes_still_pass(root, tmp_path):
