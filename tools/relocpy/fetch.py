@@ -105,9 +105,10 @@ def fetch_all(
 
 def _in_parallel(fetcher: Fetcher, components: list[tuple[str, list[SourceFile]]], workers: int) -> list[FetchedSource]:
     """fetch_component for each component, `workers` at a time, in daemon
-    threads. On an interrupt the workers are told to stop and given a moment
-    to remove their partial files; one still waiting for a silent server is
-    left behind, and cannot hold the process open."""
+    threads. On an interrupt the workers are told to stop at their next chunk
+    and given a moment to; then every partial file still there is removed. A
+    worker still waiting for a silent server is left behind: a daemon thread
+    cannot hold the process open."""
     todo: queue.SimpleQueue[int] = queue.SimpleQueue()
     for index in range(len(components)):
         todo.put(index)
