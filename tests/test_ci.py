@@ -158,6 +158,21 @@ def test_workflows_run_the_same_commands_as_the_local_tasks(settings):
     assert "relocpy ci matrix --json" in build
 
 
+def test_release_builds_restore_nothing_from_a_cache_but_sources():
+    """Sources are pinned by the recipes and hashed at each use; a built tree
+    is checked only against a digest kept in the same cache, and a cached image
+    not at all: a release build (build.yml called from the dispatched release)
+    must restore neither."""
+    restored = []
+    for job in load_workflow("build.yml")["jobs"].values():
+        for step in job.get("steps", []):
+            if step.get("uses", "").startswith("actions/cache@"):
+                restored.append(step["with"]["path"].split())
+                if step["with"]["path"] != ".relocpy-cache/sources":
+                    assert "github.event_name != 'workflow_dispatch'" in step.get("if", ""), step
+    assert [".relocpy-cache/sources"] in restored and [".relocpy-cache/deps"] in restored
+
+
 def test_every_docker_cell_builds_from_its_targets_image(recipes, settings):
     cells = ci.all_cells(recipes, settings)
     assert cells

@@ -22,13 +22,13 @@ import shlex
 import shutil
 import subprocess
 import time
-import tomllib
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from relocpy.datafiles import read_toml
 from relocpy.errors import RelocpyError, UnknownNameError
 from relocpy.extras import Lazy
 from relocpy.models import Recipes, Target, check_build_tag
@@ -118,13 +118,7 @@ class CiSettings(_Settings):
 
 def load_settings(ci_dir: Path) -> CiSettings:
     path = ci_dir / "settings.toml"
-    try:
-        with path.open("rb") as handle:
-            data = tomllib.load(handle)
-    except FileNotFoundError:
-        raise CiError(f"{path}: CI settings missing") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise CiError(f"{path}: not valid TOML: {exc}") from None
+    data = read_toml(path, CiError, missing="CI settings missing")
     try:
         return CiSettings(**data)
     except ValidationError as exc:

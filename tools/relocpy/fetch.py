@@ -3,18 +3,25 @@
 Order: the content-addressed cache, then each mirror (a directory or an
 http(s) base URL holding files by name), then the file's upstream URLs. The
 sha256 is computed while the bytes stream in; a file reaches the cache only
-whole and verified, by an atomic rename. Nothing unverified is ever returned.
+whole and verified, by an atomic rename. Nothing unverified is ever returned:
+a cached file is hashed again each time it is used, because a cache is only
+a directory (restored by CI, shared between builds) and its path says nothing
+about its bytes. One that does not match is discarded and fetched again.
 """
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import hashlib
 import os
+import queue
+import shutil
+import stat
+import threading
 import time
 import urllib.error
 import uuid
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,6 +35,7 @@ from relocpy.settings import FetchSettings
 
 CHUNK = 1 << 16
 HTTP_CHUNK = 1 << 20  # fewer, larger reads: per-read overhead dominated on fast links
+CANCEL_GRACE = 2.0  # seconds an interrupted fetch waits for its workers to remove their partial files
 PART_SUFFIX = ".part"
 
 
@@ -116,6 +124,10 @@ class _GiveUp(Exception):
         self.wrong_bytes = wrong_bytes
 
 
+class _Cancelled(BaseException):
+    """The fetch was interrupted: a worker stops at its next chunk and removes its partial file."""
+
+
 def cache_path(settings: FetchSettings, source: SourceFile) -> Path:
     return settings.cache_dir / "sources" / source.sha256 / source.file
 
@@ -130,9 +142,53 @@ def fetch_all(
     """
     with TransferProgress(enabled=settings.progress) as progress:
         fetcher = Fetcher(settings, progress, max_size)
-        with ThreadPoolExecutor(max_workers=max(1, settings.parallel)) as pool:
-            futures = [pool.submit(fetcher.fetch_component, name, files) for name, files in components]
-            return [future.result() for future in futures]
+        if len(components) == 1:
+            # In this thread: Ctrl-C stops even a read that waits for bytes.
+            return [fetcher.fetch_component(*components[0])]
+        return _in_parallel(fetcher, components, settings.parallel)
+
+
+def _in_parallel(fetcher: Fetcher, components: list[tuple[str, list[SourceFile]]], workers: int) -> list[FetchedSource]:
+    """fetch_component for each component, `workers` at a time, in daemon
+    threads. On an interrupt the workers are told to stop at their next chunk
+    and given a moment to; then every partial file still there is removed. A
+    worker still waiting for a silent server is left behind: a daemon thread
+    cannot hold the process open."""
+    todo: queue.SimpleQueue[int] = queue.SimpleQueue()
+    for index in range(len(components)):
+        todo.put(index)
+    results: list[FetchedSource | BaseException | None] = [None] * len(components)
+
+    def work() -> None:
+        while True:
+            try:
+                index = todo.get_nowait()
+            except queue.Empty:
+                return
+            try:
+                results[index] = fetcher.fetch_component(*components[index])
+            except BaseException as exc:  # the main thread reports it; a thread must not print a traceback
+                results[index] = exc
+
+    threads = [threading.Thread(target=work, daemon=True) for _ in range(max(1, min(workers, len(components))))]
+    for thread in threads:
+        thread.start()
+    try:
+        for thread in threads:
+            thread.join()
+    except BaseException:
+        fetcher.cancelled.set()
+        try:
+            deadline = time.monotonic() + CANCEL_GRACE
+            for thread in threads:
+                thread.join(max(0.0, deadline - time.monotonic()))
+        finally:  # a second Ctrl-C cuts the wait short, not the cleanup
+            fetcher.remove_partials()
+        raise
+    for result in results:
+        if isinstance(result, BaseException):
+            raise result
+    return results  # type: ignore[return-value]  # every slot holds a FetchedSource now
 
 
 class Fetcher:
@@ -140,8 +196,12 @@ class Fetcher:
         self.settings = settings
         self.progress = progress
         self.max_size = max_size
+        self.cancelled = threading.Event()  # set on an interrupt: every worker stops at its next chunk
+        self.partials: set[Path] = set()  # partial files being written now
 
     def _take(self, partial: _Partial, chunk: bytes) -> None:
+        if self.cancelled.is_set():
+            raise _Cancelled
         if self.max_size is not None and partial.size + len(chunk) > self.max_size:
             raise _GiveUp(f"more than the {self.max_size} bytes expected", wrong_bytes=True)
         partial.write(chunk)
@@ -150,20 +210,27 @@ class Fetcher:
         attempts: list[_Attempt] = []
         for source in candidates:
             cached = cache_path(self.settings, source)
-            if cached.is_file():
-                return FetchedSource(component=component, source=source, path=cached, location="cache")
+            _sweep_cache_dir(cached.parent)
+            refused = _check_cached(cached, source.sha256)
+            if refused is None:
+                return self._found(component, source, "cache", attempts)
+            if refused.reason:
+                attempts.append(refused)
         for source in candidates:
             for location in self._locations(source):
                 attempt = self._try(source, location)
                 if attempt is None:
-                    for failed in attempts:
-                        if failed.mismatch:
-                            warn(f"{component}: refused {failed.location}: {failed.reason}")
-                    return FetchedSource(
-                        component=component, source=source, path=cache_path(self.settings, source), location=location
-                    )
+                    return self._found(component, source, location, attempts)
                 attempts.append(attempt)
         raise _failure(component, candidates, attempts, self.settings)
+
+    def _found(self, component: str, source: SourceFile, location: str, attempts: list[_Attempt]) -> FetchedSource:
+        """The verified file in the cache; what was refused on the way is said, not hidden."""
+        for failed in attempts:
+            if failed.mismatch:
+                warn(f"{component}: refused {failed.location}: {failed.reason}")
+        return FetchedSource(component=component, source=source, path=cache_path(self.settings, source),
+                             location=location)
 
     def _locations(self, source: SourceFile) -> list[str]:
         locations = []
@@ -181,10 +248,10 @@ class Fetcher:
         target = cache_path(self.settings, source)
         try:
             target.parent.mkdir(parents=True, exist_ok=True)
-            sweep_leftover_parts(target.parent)
             partial = _Partial(target.parent, source.file)
         except OSError as exc:
             raise SourceError(f"{source.file}: cannot write to the cache {target.parent}: {exc.strerror}") from None
+        self.partials.add(partial.path)
         try:
             if location.startswith(("http://", "https://")):
                 self._download(location, partial, source.file)
@@ -204,6 +271,12 @@ class Fetcher:
             return _Attempt(location, http.describe(exc))
         finally:
             partial.close()
+            self.partials.discard(partial.path)
+
+    def remove_partials(self) -> None:
+        """After an interrupt: the partial files of workers that did not stop in time."""
+        for path in list(self.partials):
+            path.unlink(missing_ok=True)
 
     def _copy(self, path: Path, partial: _Partial) -> None:
         with path.open("rb") as src:
@@ -262,6 +335,59 @@ class Fetcher:
                 self._take(partial, chunk)
                 self.progress.update(task, completed=partial.size)
         return expected is None or partial.size >= expected
+
+
+def _sweep_cache_dir(directory: Path) -> None:
+    """Leftover partial files of dead fetches go, whether this fetch downloads or not."""
+    if directory.is_dir():
+        sweep_leftover_parts(directory)
+
+
+def _check_cached(path: Path, sha256: str) -> _Attempt | None:
+    """None if the cache holds the pinned bytes at path. Otherwise whatever is
+    there is removed, and the attempt says what it was (no reason: nothing was
+    there). Only a regular file counts: the cache never makes links, and a
+    fifo must not hang the build."""
+    try:
+        handle = open(path, "rb", opener=_no_follow_no_wait)
+    except FileNotFoundError:
+        return _Attempt(str(path), "")
+    except OSError as exc:
+        if exc.errno not in (errno.ELOOP, errno.EISDIR):
+            raise  # unreadable: the CLI names the file and the reason
+        _discard(path, None)
+        kind = "a symbolic link" if exc.errno == errno.ELOOP else "a directory"
+        return _Attempt(str(path), f"{kind} where a file belongs; discarded", mismatch=True)
+    with handle:
+        found = os.fstat(handle.fileno())
+        if not stat.S_ISREG(found.st_mode):
+            reason = "not a regular file where a file belongs; discarded"
+        else:
+            digest = hashlib.file_digest(handle, "sha256").hexdigest()
+            if digest == sha256:
+                return None
+            reason = f"sha256 {digest}, expected {sha256}; the cached copy was discarded"
+    _discard(path, found)
+    return _Attempt(str(path), reason, mismatch=True)
+
+
+def _no_follow_no_wait(path: str, flags: int) -> int:
+    return os.open(path, flags | os.O_NOFOLLOW | os.O_NONBLOCK)
+
+
+def _discard(path: Path, hashed: os.stat_result | None) -> None:
+    """Remove a bad cache entry, unless another build has renamed a good one
+    in since it was looked at (another inode)."""
+    try:
+        now = path.lstat()
+    except FileNotFoundError:
+        return
+    if hashed is not None and (now.st_dev, now.st_ino) != (hashed.st_dev, hashed.st_ino):
+        return
+    if stat.S_ISDIR(now.st_mode):
+        shutil.rmtree(path)
+    else:
+        path.unlink(missing_ok=True)
 
 
 def _expected_total(response, offset: int) -> int | None:

@@ -11,9 +11,9 @@ import hashlib
 import json
 import re
 from pathlib import PurePosixPath
-from typing import Literal
+from typing import Any, Literal
 
-from packaging.version import Version
+from packaging.version import InvalidVersion, Version
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from relocpy.errors import UsageError
@@ -29,6 +29,33 @@ def version_tuple(text: str) -> tuple[int, ...]:
 
 class Model(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def canonical_version(value: str) -> str:
+    """A version spelled one way only: "3.13.015" or " 3.13.15" would name
+    3.13.15 a second time, under a key nothing else matches."""
+    try:
+        canonical = str(Version(value))
+    except InvalidVersion:
+        raise ValueError(f"{value!r} is not a version number") from None
+    if canonical != value:
+        raise ValueError(f"{value!r}: write it as {canonical!r}")
+    return value
+
+
+def plain_name(value: str) -> str:
+    """A file name in a directory the recipes name: no way out of it."""
+    if not value or "/" in value or "\\" in value or value in (".", ".."):
+        raise ValueError(f"{value!r} must be a plain file name")
+    return value
+
+
+def path_under(value: str, directory: str) -> str:
+    """A relative path that stays under directory, by its spelling (the file
+    it reaches, links followed, is checked where it is read)."""
+    if "\\" in value or any(part in ("", ".", "..") for part in value.split("/")):  # "", "/x", "a//b", "../x"
+        raise ValueError(f"{value!r} is not a plain path under {directory}/, e.g. cpython/3.13/0001-fix.patch")
+    return value
 
 
 # --- recipes ----------------------------------------------------------------
@@ -53,19 +80,22 @@ class SourceFile(Model):
     @field_validator("file")
     @classmethod
     def _is_plain_name(cls, value: str) -> str:
-        if "/" in value or value in ("", ".", ".."):
-            raise ValueError("must be a plain file name")
-        return value
+        return plain_name(value)
 
 
 class Dependency(Model):
     name: str
     version: str
     license: str
-    template: str
+    template: str  # build/deps/<template>.sh.j2
     sources: list[SourceFile] = Field(min_length=1)
     depends: list[str] = []
     exports: list[str] = []
+
+    @field_validator("template")
+    @classmethod
+    def _template_is_a_name(cls, value: str) -> str:
+        return plain_name(value)
 
 
 class Target(Model):
@@ -97,11 +127,25 @@ class BuildCell(Model):
 
 
 class VariantOption(Model):
-    name: str
+    name: str = Field(pattern=r"^[a-z]+$")  # artifact names carry options joined by '+'
     configure: list[str] = []
     description: str = ""
     conflicts: list[str] = []
     min_python: str | None = None
+
+    @field_validator("min_python")
+    @classmethod
+    def _is_a_version(cls, value: str | None) -> str | None:
+        return None if value is None else canonical_version(value)
+
+
+class VariantsFile(Model):
+    """variants.toml: the options, and which variants the farm names and publishes."""
+
+    default: str
+    unnamed: str
+    published: list[str] = Field(min_length=1)
+    options: dict[str, Any] = Field(min_length=1)  # each a table, validated as a VariantOption
 
 
 class PythonRecipe(Model):
@@ -109,9 +153,23 @@ class PythonRecipe(Model):
     sources: list[SourceFile] = Field(min_length=1)
     configure: list[str] = []
     configure_env: dict[str, str] = {}
-    patches: list[str] = []
+    patches: list[str] = []  # paths under patches/, applied in order
     excluded_modules: dict[str, str] = {}
     known_test_failures: dict[str, str] = {}  # CPython test name -> why it cannot pass here
+
+    @field_validator("version")
+    @classmethod
+    def _version_is_canonical(cls, value: str) -> str:
+        return canonical_version(value)
+
+    @field_validator("patches")
+    @classmethod
+    def _patches_stay_in_patches(cls, value: list[str]) -> list[str]:
+        for patch in value:
+            path_under(patch, "patches")
+        if len(set(value)) != len(value):
+            raise ValueError("a patch is listed twice")
+        return value
 
     @property
     def minor(self) -> str:

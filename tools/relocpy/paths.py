@@ -15,7 +15,10 @@ from relocpy.errors import RelocpyError
 def project_root() -> Path:
     explicit = os.environ.get("RELOCPY_ROOT")
     if explicit:
-        return Path(explicit).resolve()
+        try:
+            return Path(explicit).resolve()
+        except RuntimeError:  # Python 3.11's resolve() on a loop of links
+            raise RelocpyError(f"RELOCPY_ROOT={explicit}: a loop of symbolic links") from None
     candidates = [Path(__file__).resolve().parents[2], Path.cwd()]
     for candidate in candidates:
         if (candidate / "recipes").is_dir():

@@ -6,9 +6,9 @@ import hashlib
 from pathlib import Path
 
 from relocpy.errors import RecipeError, UnknownNameError
-from relocpy.models import BuildPlan, DependencyStep, PatchRef, Recipes
-from relocpy.paths import patches_dir, templates_dir
-from relocpy.recipes import get_python, get_target, parse_variant, platform_policy, unbuildable_reason
+from relocpy.models import BuildPlan, DependencyStep, PatchRef, PythonRecipe, Recipes
+from relocpy.paths import templates_dir
+from relocpy.recipes import get_python, get_target, parse_variant, patch_file, platform_policy, unbuildable_reason
 
 CPYTHON_TEMPLATE = "cpython.sh.j2"
 
@@ -29,7 +29,7 @@ def resolve_plan(recipes: Recipes, python: str, target: str, variant: str | None
         target=target_recipe,
         variant=chosen,
         artifact_variant=None if chosen.name == recipes.unnamed_variant else chosen.name,
-        patches=[PatchRef(path=p, sha256=_file_sha256(patches_dir() / p)) for p in python_recipe.patches],
+        patches=_patch_refs(python_recipe),
         dependencies=_dependency_steps(recipes, target_recipe.dependencies),
         configure_flags=[*python_recipe.configure, *chosen.configure],
         cpython_template_sha256=_file_sha256(templates_dir() / CPYTHON_TEMPLATE),
@@ -73,8 +73,21 @@ def _dependency_steps(recipes: Recipes, roots: list[str]) -> list[DependencyStep
     return steps
 
 
+def _patch_refs(python: PythonRecipe) -> list[PatchRef]:
+    refs = []
+    for patch in python.patches:
+        try:
+            path = patch_file(patch)
+        except RecipeError as exc:
+            raise RecipeError(f"pythons.toml: [{python.version}].patches: {exc}") from None
+        refs.append(PatchRef(path=patch, sha256=_file_sha256(path)))
+    return refs
+
+
 def _file_sha256(path: Path) -> str:
     try:
         return hashlib.sha256(path.read_bytes()).hexdigest()
     except FileNotFoundError:
         raise RecipeError(f"{path}: file missing (named by the recipes)") from None
+    except OSError as exc:
+        raise RecipeError(f"{path}: cannot read (named by the recipes): {exc.strerror}") from None

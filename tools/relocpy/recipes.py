@@ -2,15 +2,25 @@
 
 from __future__ import annotations
 
-import tomllib
 from pathlib import Path
 from typing import Any
 
-from packaging.version import InvalidVersion, Version
+from packaging.version import Version
 from pydantic import BaseModel, ValidationError
 
+from relocpy.datafiles import read_toml
 from relocpy.errors import RecipeError, UnknownNameError
-from relocpy.models import BuildCell, Dependency, PlatformPolicy, PythonRecipe, Recipes, Target, Variant, VariantOption
+from relocpy.models import (
+    BuildCell,
+    Dependency,
+    PlatformPolicy,
+    PythonRecipe,
+    Recipes,
+    Target,
+    Variant,
+    VariantOption,
+    VariantsFile,
+)
 from relocpy.paths import patches_dir, recipes_dir, templates_dir
 
 RECIPE_FILES = ("targets.toml", "dependencies.toml", "pythons.toml", "variants.toml", "policies.toml")
@@ -18,47 +28,44 @@ RECIPE_FILES = ("targets.toml", "dependencies.toml", "pythons.toml", "variants.t
 
 def load_recipes(directory: Path | None = None) -> Recipes:
     directory = directory or recipes_dir()
-    raw = {name: _read_toml(directory / name) for name in RECIPE_FILES}
-    variants = raw["variants.toml"]
-    recipes = Recipes(
-        targets=_table(directory / "targets.toml", *_with_defaults(raw["targets.toml"]), Target, "triple"),
-        dependencies=_table(directory / "dependencies.toml", raw["dependencies.toml"], {}, Dependency, "name"),
-        pythons=_table(directory / "pythons.toml", *_with_defaults(raw["pythons.toml"]), PythonRecipe, "version"),
-        options=_table(directory / "variants.toml", variants.get("options", {}), {}, VariantOption, "name", "options."),
-        policies=_table(directory / "policies.toml", raw["policies.toml"], {}, PlatformPolicy, "name"),
-        default_variant=_required(directory / "variants.toml", variants, "default"),
-        unnamed_variant=_required(directory / "variants.toml", variants, "unnamed"),
-        published_variants=_required(directory / "variants.toml", variants, "published"),
+    path = {name: directory / name for name in RECIPE_FILES}
+    raw = {name: read_toml(path[name], RecipeError, missing="recipe file missing") for name in RECIPE_FILES}
+    variants = _validated(path["variants.toml"], VariantsFile, raw["variants.toml"])
+    pythons = _table(path["pythons.toml"], *_with_defaults(path["pythons.toml"], raw["pythons.toml"]), PythonRecipe,
+                     "version", required="python")
+    _check_one_spelling_each(path["pythons.toml"], pythons)
+    return Recipes(
+        targets=_table(path["targets.toml"], *_with_defaults(path["targets.toml"], raw["targets.toml"]), Target,
+                       "triple", required="target"),
+        dependencies=_table(path["dependencies.toml"], raw["dependencies.toml"], {}, Dependency, "name"),
+        pythons=pythons,
+        options=_table(path["variants.toml"], variants.options, {}, VariantOption, "name", "options."),
+        policies=_table(path["policies.toml"], raw["policies.toml"], {}, PlatformPolicy, "name"),
+        default_variant=variants.default,
+        unnamed_variant=variants.unnamed,
+        published_variants=variants.published,
     )
-    for version in recipes.pythons:
-        try:
-            Version(version)
-        except InvalidVersion:
-            raise RecipeError(f"{directory / 'pythons.toml'}: [{version}]: not a version number") from None
-    return recipes
 
 
-def _read_toml(path: Path) -> dict[str, Any]:
+def _validated(path: Path, model: type[BaseModel], fields: dict, where: str = "") -> Any:
+    """fields as a model, or one line naming the file, the field and what is wrong."""
     try:
-        with path.open("rb") as handle:
-            return tomllib.load(handle)
-    except FileNotFoundError:
-        raise RecipeError(f"{path}: recipe file missing") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise RecipeError(f"{path}: not valid TOML: {exc}") from None
+        return model(**fields)
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        loc = ".".join(str(part) for part in error["loc"])  # none: a check across fields
+        field = f"{where}.{loc}" if where and loc else where or loc
+        reason = error["msg"].removeprefix("Value error, ")  # pydantic's prefix for a validator's ValueError
+        raise RecipeError(f"{path}: {field}: {reason}") from None
 
 
-def _required(path: Path, data: dict, key: str) -> Any:
-    if key not in data:
-        raise RecipeError(f"{path}: {key}: field required")
-    return data[key]
-
-
-def _with_defaults(data: dict) -> tuple[dict, dict]:
+def _with_defaults(path: Path, data: dict) -> tuple[dict, dict]:
     """A file's [defaults] table applies to every other section, which may
     override any field: a new python or target states only what differs."""
-    sections = {key: value for key, value in data.items() if key != "defaults"}
-    return sections, data.get("defaults", {})
+    defaults = data.get("defaults", {})
+    if not isinstance(defaults, dict):
+        raise RecipeError(f"{path}: defaults: expected a table")
+    return {key: value for key, value in data.items() if key != "defaults"}, defaults
 
 
 def _merged(defaults: dict, fields: dict) -> dict:
@@ -71,19 +78,31 @@ def _merged(defaults: dict, fields: dict) -> dict:
     return merged
 
 
-def _table(path: Path, data: dict, defaults: dict, model: type[BaseModel], key_field: str, prefix: str = "") -> dict:
-    """Validate each [section] of a recipe file; the section name is the key."""
+def _table(
+    path: Path, data: dict, defaults: dict, model: type[BaseModel], key_field: str, prefix: str = "",
+    required: str = "",
+) -> dict:
+    """Validate each [section] of a recipe file; the section name is the key.
+    required names what a section is when the file needs at least one."""
+    if required and not data:
+        raise RecipeError(f"{path}: no {required} defined: the file needs at least one [section]")
     out = {}
     for key, fields in data.items():
         if not isinstance(fields, dict):
             raise RecipeError(f"{path}: [{prefix}{key}]: expected a table")
-        try:
-            out[key] = model(**{key_field: key, **_merged(defaults, fields)})
-        except ValidationError as exc:
-            error = exc.errors()[0]
-            where = "".join(f".{part}" for part in error["loc"])  # none: a check across fields
-            raise RecipeError(f"{path}: [{prefix}{key}]{where}: {error['msg']}") from None
+        out[key] = _validated(path, model, {key_field: key, **_merged(defaults, fields)}, f"[{prefix}{key}]")
     return out
+
+
+def _check_one_spelling_each(path: Path, pythons: dict[str, PythonRecipe]) -> None:
+    """Each version once: "3.13.15" and "3.13.015" are one Python (the model
+    already refuses every spelling but the canonical one; 3.13 and 3.13.0 are
+    both canonical and still one version)."""
+    seen: dict[Version, str] = {}
+    for version in pythons:
+        other = seen.setdefault(Version(version), version)
+        if other != version:
+            raise RecipeError(f"{path}: [{version}]: the same version as [{other}]: list each Python once")
 
 
 # --- cross-reference checks ---------------------------------------------------
@@ -104,8 +123,10 @@ def check_recipes(recipes: Recipes) -> list[str]:
             problems.append(f"dependencies.toml: [{name}].template: no build/deps/{dep.template}.sh.j2")
     for version, python in recipes.pythons.items():
         for patch in python.patches:
-            if not (patches_dir() / patch).is_file():
-                problems.append(f"pythons.toml: [{version}].patches: missing patches/{patch}")
+            try:
+                patch_file(patch)
+            except RecipeError as exc:
+                problems.append(f"pythons.toml: [{version}].patches: {exc}")
     for triple, target in recipes.targets.items():
         if target.runner == "docker" and not (target.image and target.image_suite):
             problems.append(f"targets.toml: [{triple}]: the docker runner needs image and image_suite")
@@ -165,6 +186,18 @@ def _find_cycle(recipes: Recipes) -> list[str] | None:
         if found:
             return found
     return None
+
+
+def patch_file(patch: str) -> Path:
+    """The file a recipe's patch names, which must be a file under patches/
+    once links are followed: a build reads it, and its hash keys the plan."""
+    root = patches_dir().resolve()
+    path = (root / patch).resolve()
+    if not path.is_relative_to(root):
+        raise RecipeError(f"patches/{patch} leads out of patches/ (to {path})")
+    if not path.is_file():
+        raise RecipeError(f"missing patches/{patch}" + (" (a directory, not a file)" if path.is_dir() else ""))
+    return path
 
 
 # --- lookups that users can get wrong ----------------------------------------

@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import math
 import os
-import tomllib
 from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
+from relocpy.datafiles import read_toml
 from relocpy.errors import RelocpyError
 
 
@@ -73,12 +73,11 @@ class ConfigFile(BaseModel):
     @classmethod
     def load(cls) -> ConfigFile:
         path = Path(os.environ.get("RELOCPY_CONFIG") or user_config_dir() / "config.toml")
-        if not path.is_file():
+        if not os.path.lexists(path):
             return cls()
+        data = read_toml(path)
         try:
-            return cls.model_validate(tomllib.loads(path.read_text()))
-        except tomllib.TOMLDecodeError as exc:
-            raise RelocpyError(f"{path}: not valid TOML: {exc}") from None
+            return cls.model_validate(data)
         except ValidationError as exc:
             first = exc.errors()[0]
             where = ".".join(str(p) for p in first["loc"])

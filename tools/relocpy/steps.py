@@ -14,7 +14,12 @@ does the rest, the same way for every step:
 - a fresh work directory with the outputs of the steps it builds on merged
   into one prefix (what a script sees as $DEPS);
 - the log, and last a completion marker: an entry without one is an
-  interrupted attempt, removed and done again, never used.
+  interrupted attempt, removed and done again, never used;
+- the marker records a digest of the output tree, checked each time the
+  entry is reused: an output changed since it was made (a cache restored
+  half, a file edited or swapped) is discarded and made again, with a warning.
+  The digest lives in the same cache, so it catches damage, not a forger who
+  can write the cache: docs/ci.md says what a release build restores.
 
 A cache entry is `<cache>/<kind>/<name>-<key[:16]>/`, holding `key.json`
 (what was hashed: diff two of them to see why a step ran again), `output/`,
@@ -58,10 +63,11 @@ from enum import Enum
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, ValidationError
 
+from relocpy.hashing import tree_sha256
 from relocpy.paths import project_root
-from relocpy.progress import info, step as announce
+from relocpy.progress import info, step as announce, warn
 from relocpy.runners import Mounts, Runner
 from relocpy.toolchain import step_env, toolchain_places
 
@@ -69,7 +75,8 @@ COMPLETE_MARKER = "complete.json"
 KEY_RECORD = "key.json"
 LOG_NAME = "build.log"
 # Part of every key: raise it when an entry's layout or a key's meaning changes.
-STEP_FORMAT = 2
+# 3: complete.json records the output tree's digest (older entries have none to check).
+STEP_FORMAT = 3
 # Variables a script gets that do not change what it produces, so they are not
 # keyed: a build with another --jobs reuses every step (Nix leaves its
 # NIX_BUILD_CORES out of derivation hashes for the same reason).
@@ -203,10 +210,10 @@ def run_step(step: Step, ctx: StepContext) -> StepResult:
     key = _hash(material)
     entry = ctx.cache_dir / step.kind / f"{step.name}-{key[:16]}"
     with entry_lock(entry):
-        recorded = _completed(entry)
-        if recorded is not None:
+        recorded = _completed(entry, key)
+        if recorded is not None and _output_intact(step, entry, recorded):
             info(f"    {step.title}: cached ({key[:12]})")
-            return _result(step, key, entry, cached=True, duration=recorded["duration"])
+            return _result(step, key, entry, cached=True, duration=recorded.duration)
         duration = _make(step, ctx, entry, key, material)
     return _result(step, key, entry, cached=False, duration=duration)
 
@@ -266,7 +273,8 @@ def _make(step: Step, ctx: StepContext, entry: Path, key: str, material: dict[st
             raise
         duration = time.monotonic() - started
         shutil.copyfile(dirs.log, entry / LOG_NAME)
-        _write_marker(entry, {"name": step.name, "key": key, "duration": duration})
+        _write_marker(entry, Completion(name=step.name, key=key, duration=duration,
+                                        output_sha256=tree_sha256(dirs.output)))
     return duration
 
 
@@ -310,17 +318,41 @@ def _name_places(value: Any, places: dict[str, str]) -> Any:
     return value
 
 
-def _completed(entry: Path) -> dict[str, Any] | None:
+class Completion(BaseModel):
+    """complete.json: the step finished, and what its output was then."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str
+    key: str
+    duration: float  # seconds the work took
+    output_sha256: str  # hashing.tree_sha256 of output/
+
+
+def _completed(entry: Path, key: str) -> Completion | None:
+    """The entry's marker if it is whole and for this key; None: the entry
+    was never finished (or its marker is not one), and is made again."""
     try:
-        return json.loads((entry / COMPLETE_MARKER).read_text())
-    except (FileNotFoundError, json.JSONDecodeError):
+        marker = Completion.model_validate_json((entry / COMPLETE_MARKER).read_bytes())
+    except (OSError, ValidationError):
         return None
+    return marker if marker.key == key else None
 
 
-def _write_marker(entry: Path, record: dict[str, Any]) -> None:
+def _output_intact(step: Step, entry: Path, marker: Completion) -> bool:
+    """Whether output/ is still the tree the step made (a real directory:
+    a link could lead anywhere)."""
+    output = entry / "output"
+    if not output.is_symlink() and output.is_dir() and tree_sha256(output) == marker.output_sha256:
+        return True
+    warn(f"{step.kind}/{entry.name}: the cached output is not what the step made; discarded, making it again")
+    return False
+
+
+def _write_marker(entry: Path, marker: Completion) -> None:
     # Written aside and renamed: a marker is whole or absent.
     partial = entry / f".{COMPLETE_MARKER}.partial"
-    partial.write_text(json.dumps(record, sort_keys=True))
+    partial.write_text(marker.model_dump_json())
     partial.replace(entry / COMPLETE_MARKER)
 
 

@@ -7,6 +7,10 @@ import the library lazily: `relocpy install` must not pay for the build side.
 
 Usage errors (a typo, a missing or ill-typed value) are one
 `relocpy: error:` line and exit 2, with a suggestion where one is close.
+`main` is the one place that turns failures into that line: a `RelocpyError`
+(its own exit code), a file the system refused (an `OSError` no layer turned
+into an error of its own: the file and the system's reason, exit 2), and an
+interrupt (exit 130, 143 for SIGTERM) after every `finally` has cleaned up.
 """
 
 from __future__ import annotations
@@ -23,6 +27,8 @@ from relocpy.errors import RelocpyError
 
 AREAS = ("sources", "build", "trust", "install", "image", "ci")
 EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130  # 128 + SIGINT, as a shell reports a process Ctrl-C stopped
+EXIT_TERMINATED = 143  # 128 + SIGTERM
 
 
 class UsageFailure(Exception):
@@ -131,15 +137,19 @@ def _unknown_argument(parser: argparse.ArgumentParser, word: str) -> str:
     return _suggest(f"unknown flag {flag}", flag, flags, f"see `{parser.prog} --help`")
 
 
-def _raise_interrupt(signum, frame):
-    raise KeyboardInterrupt
+class Terminated(KeyboardInterrupt):
+    """SIGTERM: a KeyboardInterrupt, so that everything an interrupt cleans up it cleans up too."""
+
+
+def _raise_terminated(signum, frame):
+    raise Terminated
 
 
 def main(argv: list[str] | None = None) -> None:
     argv = list(sys.argv[1:] if argv is None else argv[1:])
     # A terminated build cleans up like an interrupted one (stops its step's
     # processes, leaves nothing in --dist).
-    signal.signal(signal.SIGTERM, _raise_interrupt)
+    signal.signal(signal.SIGTERM, _raise_terminated)
     try:
         args = parse(argv)
         from relocpy import progress
@@ -151,13 +161,26 @@ def main(argv: list[str] | None = None) -> None:
               EXIT_USAGE)
     except RelocpyError as exc:
         _fail(str(exc), exc.exit_code)
+    except Terminated:
+        _fail("terminated", EXIT_TERMINATED)
     except KeyboardInterrupt:
-        print("relocpy: interrupted", file=sys.stderr)
-        sys.exit(130)
+        _fail("interrupted", EXIT_INTERRUPTED)
     except BrokenPipeError:
         # The reader went away (`relocpy recipes list | head`): not an error.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         sys.exit(0)
+    except OSError as exc:
+        _fail(_os_error(exc), EXIT_USAGE)
+
+
+def _os_error(exc: OSError) -> str:
+    """The file the system refused and its reason, e.g. a read-only data
+    directory: `/home/me/.local/share/relocpy/state.json: Read-only file system`."""
+    reason = exc.strerror or str(exc) or type(exc).__name__
+    if exc.filename is None:
+        return reason
+    names = " -> ".join(os.fsdecode(name) for name in (exc.filename, exc.filename2) if name is not None)
+    return f"{names}: {reason}"
 
 
 def _fail(message: str, code: int) -> None:
