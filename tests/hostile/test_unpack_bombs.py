@@ -19,7 +19,7 @@ from relocpy.errors import InstallError
 from relocpy.install import install_archive
 from relocpy.store import Store
 from relocpy.unpack import LIMITS, Limits
-from support import END, SHELL_PYTHON, extended, gz, header, leftovers, pax_record, regular, zst
+from support import END, PEAK_RSS_KIB, SHELL_PYTHON, extended, gz, header, leftovers, pax_record, regular, zst
 
 MiB = 1 << 20
 BOMB = 1536 * MiB  # 1.5 GiB of zeros in one member
