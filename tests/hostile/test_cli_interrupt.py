@@ -51,8 +51,10 @@ class DripServer:
             request.end_headers()
             request.wfile.write(data)
             return
+        # The size the index signs, where there is one (more is refused before a byte is read).
+        real = self.directory / name if self.directory else None
         request.send_response(200)
-        request.send_header("Content-Length", str(1 << 30))
+        request.send_header("Content-Length", str(real.stat().st_size if real and real.is_file() else 1 << 30))
         request.end_headers()
         self.dripping.release()
         try:

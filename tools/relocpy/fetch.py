@@ -350,7 +350,7 @@ def _check_cached(path: Path, sha256: str) -> _Attempt | None:
     fifo must not hang the build."""
     try:
         handle = open(path, "rb", opener=_no_follow_no_wait)
-    except FileNotFoundError:
+    except (FileNotFoundError, NotADirectoryError):  # nothing there (a file in the cache's way: said on writing)
         return _Attempt(str(path), "")
     except OSError as exc:
         if exc.errno not in (errno.ELOOP, errno.EISDIR):

@@ -21,7 +21,7 @@ from urllib.parse import urljoin
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from relocpy import http, keys
-from relocpy.errors import IndexError_, TrustError
+from relocpy.errors import IndexError_, RelocpyError, TrustError
 from relocpy.index import (
     INDEX_NAME, MAX_INDEX_BYTES, MAX_LIFETIME, MAX_SERIAL, Index, open_envelope, parse_payload, write_atomic,
 )
@@ -110,8 +110,9 @@ class SeenSerials:
             fcntl.flock(handle, fcntl.LOCK_EX)
             yield
 
-    def _unusable(self, exc: OSError) -> TrustError:
-        return TrustError(f"cannot use {self.path}: {exc.strerror} (it records the index serials seen, against "
+    def _unusable(self, exc: OSError) -> RelocpyError:
+        # The user's to fix (exit 2), as any file the command cannot use.
+        return RelocpyError(f"cannot use {self.path}: {exc.strerror} (it records the index serials seen, against "
                           "rollback; make its directory writable, or set XDG_DATA_HOME)")
 
     def _load(self) -> RollbackState:
