@@ -383,6 +383,19 @@ class ArtifactKey(Model):
     variant: str | None = None  # None: the unnamed (default) variant
     flavor: Flavor
 
+    @field_validator("version")
+    @classmethod
+    def _a_release_version(cls, value: str) -> str:
+        # Every reader sorts and matches by it: one entry that is not a version
+        # would stop an install of any version. Refused where the key is made.
+        try:
+            normal = str(Version(value))
+        except InvalidVersion:
+            raise ValueError(f"{value!r} is not a Python version") from None
+        if normal != value:
+            raise ValueError(f"{value!r} is not a Python version as written by it ({normal})")
+        return value
+
     @model_validator(mode="before")
     @classmethod
     def _platform_from_tag(cls, data):
