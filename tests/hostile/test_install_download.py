@@ -139,6 +139,19 @@ def test_a_dripping_server_meets_the_deadline(tmp_path, signing_key, env):
 
 
 @pytest.mark.parametrize("fault", ["drip", "drip-headers"])
+def test_a_dripping_index_meets_the_deadline_too(tmp_path, signing_key, env, fault):
+    """The index is read under the same deadline as the archives: a server
+    dripping index.json (or its headers) cannot hold `install` forever."""
+    with channel(tmp_path, ARCHIVE, signing_key, env) as (server, client, versions):
+        server.faults["index.json"] = fault
+        result, seconds = install({**client, "RELOCPY_DEADLINE": "1", "RELOCPY_TIMEOUT": "5"})
+    assert one_error_line(result) == (f"relocpy: error: cannot fetch {server.url}/index.json: "
+                                      "not done within the 1 s deadline (RELOCPY_DEADLINE)")
+    assert seconds < 8
+    assert leftovers(versions) == [] and not (tmp_path / "versions").exists()
+
+
+@pytest.mark.parametrize("fault", ["drip", "drip-headers"])
 def test_the_deadline_holds_for_fetch_too(tmp_path, served_archive, fault):
     """Headers dripped byte by byte hold no read open past the deadline either."""
     served_archive.faults[NAME] = fault

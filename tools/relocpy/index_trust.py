@@ -11,6 +11,7 @@ raise this one's floor (it is refused before anything is recorded).
 from __future__ import annotations
 
 import fcntl
+import time
 import urllib.error
 from contextlib import contextmanager
 from datetime import datetime, timezone
@@ -29,6 +30,8 @@ from relocpy.index import (
 if TYPE_CHECKING:
     from relocpy.settings import ClientSettings
 
+INDEX_DEADLINE = 300.0  # seconds an index read may take where no setting says (RELOCPY_DEADLINE does for clients)
+
 
 def is_url(location: str) -> bool:
     return location.startswith(("http://", "https://"))
@@ -42,8 +45,13 @@ def index_location(location: str) -> str:
     return str((path / INDEX_NAME if path.is_dir() else path).absolute())
 
 
-def read_location(location: str, limit: int, timeout: float = 30.0, retries: int = 3) -> bytes:
-    """Bytes of a small file at a path or http(s) URL, at most limit of them."""
+def read_location(location: str, limit: int, timeout: float = 30.0, retries: int = 3,
+                  deadline: float = INDEX_DEADLINE) -> bytes:
+    """Bytes of a small file at a path or http(s) URL, at most limit of them.
+
+    retries: attempts after the first (RELOCPY_RETRIES); deadline: seconds
+    all of them may take (RELOCPY_DEADLINE): a server dripping bytes is cut off.
+    """
     if not is_url(location):
         path = Path(location.removeprefix("file://"))
         try:
@@ -52,12 +60,15 @@ def read_location(location: str, limit: int, timeout: float = 30.0, retries: int
         except OSError as exc:
             raise IndexError_(f"cannot read {location}: {exc.strerror}") from None
         return _within(data, limit, location)
+    ends = time.monotonic() + deadline
     last: str = ""
-    for _ in range(max(1, retries)):
+    for _ in range(1 + max(0, retries)):
         try:
-            with http.get(location, timeout) as response:
+            with http.get(location, timeout, deadline=ends) as response:
                 if response.status == 200:
-                    return _within(response.read(limit + 1), limit, location)
+                    data = response.read(limit + 1)
+                    _check_deadline(ends, deadline, location)  # a cut-off body is not the index
+                    return _within(data, limit, location)
                 last = f"HTTP {response.status}"
                 break
         except urllib.error.HTTPError as exc:
@@ -65,8 +76,14 @@ def read_location(location: str, limit: int, timeout: float = 30.0, retries: int
             if exc.code < 500:
                 break
         except http.ERRORS as exc:
+            _check_deadline(ends, deadline, location)
             last = type(exc).__name__
     raise IndexError_(f"cannot fetch {location}: {last}")
+
+
+def _check_deadline(ends: float, deadline: float, location: str) -> None:
+    if time.monotonic() >= ends:
+        raise IndexError_(f"cannot fetch {location}: not done within the {deadline:g} s deadline (RELOCPY_DEADLINE)")
 
 
 def _within(data: bytes, limit: int, location: str) -> bytes:
@@ -200,7 +217,10 @@ def load_verified(
 def fetch_verified(location: str, settings: ClientSettings) -> tuple[str, Index]:
     """load_verified with the client's settings: its trusted keys, channel and state file."""
     trusted = [keys.parse_trusted(k) for k in settings.trusted_keys]
-    return load_verified(location, trusted, settings.channel, SeenSerials(settings.state_file), settings.fetch.timeout)
+    source = index_location(location)
+    fetch = settings.fetch
+    data = read_location(source, MAX_INDEX_BYTES, fetch.timeout, fetch.retries, fetch.deadline)
+    return source, check_index(data, trusted, settings.channel, SeenSerials(settings.state_file), source)
 
 
 def verify_published(data: bytes, trusted: list[keys.TrustedKey], channel: str, where: str) -> Index:
