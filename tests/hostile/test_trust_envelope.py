@@ -123,7 +123,7 @@ CASES = [
      UNREADABLE, "not a relocpy index (artifacts.0.key.version: Value error, 'abc' is not a Python version)"),
     ("signed-entry-version-unnormal", lambda t, s, o: sealed(flipped(good(), b'"version":"3.99.1"',
                                                                      b'"version":"3.99.01"'), t),
-     UNREADABLE, "not a relocpy index (artifacts.0.key.version: Value error, '3.99.01' is not a Python version"),
+     UNREADABLE, "not a relocpy index (artifacts.0.key.version: Value error, '3.99.01': write it as '3.99.1')"),
     ("other-channel", lambda t, s, o: sealed(good(channel="nightly"), t),
      REFUSED, "is the index of channel 'nightly', not 'stable': refused"),
     ("expired", lambda t, s, o: sealed(good(generated=datetime.now(timezone.utc) - timedelta(days=3)), t),

@@ -31,13 +31,13 @@ class Model(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-def canonical_version(value: str) -> str:
+def canonical_version(value: str, noun: str = "a version number") -> str:
     """A version spelled one way only: "3.13.015" or " 3.13.15" would name
     3.13.15 a second time, under a key nothing else matches."""
     try:
         canonical = str(Version(value))
     except InvalidVersion:
-        raise ValueError(f"{value!r} is not a version number") from None
+        raise ValueError(f"{value!r} is not {noun}") from None
     if canonical != value:
         raise ValueError(f"{value!r}: write it as {canonical!r}")
     return value
@@ -388,13 +388,7 @@ class ArtifactKey(Model):
     def _a_release_version(cls, value: str) -> str:
         # Every reader sorts and matches by it: one entry that is not a version
         # would stop an install of any version. Refused where the key is made.
-        try:
-            normal = str(Version(value))
-        except InvalidVersion:
-            raise ValueError(f"{value!r} is not a Python version") from None
-        if normal != value:
-            raise ValueError(f"{value!r} is not a Python version as written by it ({normal})")
-        return value
+        return canonical_version(value, "a Python version")
 
     @model_validator(mode="before")
     @classmethod
