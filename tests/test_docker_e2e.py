@@ -15,7 +15,6 @@ from pathlib import Path
 import pytest
 
 from relocpy.deps import build_dependencies
-from relocpy.engine import DockerEngine
 from relocpy.errors import EngineError, StepFailed
 from relocpy.fetch import fetch_all
 from relocpy.images import BootstrapRequest, bootstrap_base

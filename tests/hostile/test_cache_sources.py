@@ -13,7 +13,6 @@ import fcntl
 import hashlib
 import os
 import shutil
-import time
 from collections.abc import Callable
 from pathlib import Path
 

@@ -210,7 +210,7 @@ class Fetcher:
         attempts: list[_Attempt] = []
         for source in candidates:
             cached = cache_path(self.settings, source)
-            _sweep_cache_dir(cached.parent)
+            sweep_leftover_parts(cached.parent)  # a dead fetch's leftovers go, whether this one downloads or not
             refused = _check_cached(cached, source.sha256)
             if refused is None:
                 return self._found(component, source, "cache", attempts)
@@ -335,12 +335,6 @@ class Fetcher:
                 self._take(partial, chunk)
                 self.progress.update(task, completed=partial.size)
         return expected is None or partial.size >= expected
-
-
-def _sweep_cache_dir(directory: Path) -> None:
-    """Leftover partial files of dead fetches go, whether this fetch downloads or not."""
-    if directory.is_dir():
-        sweep_leftover_parts(directory)
 
 
 def _check_cached(path: Path, sha256: str) -> _Attempt | None:

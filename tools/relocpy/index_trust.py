@@ -206,16 +206,9 @@ def check_index(
     return index
 
 
-def load_verified(
-    location: str, trusted: list[keys.TrustedKey], channel: str, seen: SeenSerials, timeout: float = 30.0,
-) -> tuple[str, Index]:
-    """Fetch index.json from a path or URL and check it; return (canonical location, index)."""
-    source = index_location(location)
-    return source, check_index(read_location(source, MAX_INDEX_BYTES, timeout), trusted, channel, seen, source)
-
-
 def fetch_verified(location: str, settings: ClientSettings) -> tuple[str, Index]:
-    """load_verified with the client's settings: its trusted keys, channel and state file."""
+    """Fetch index.json from a path or URL under the client's settings (keys, channel, state file,
+    timeout, retries, deadline) and check it; return (canonical location, index)."""
     trusted = [keys.parse_trusted(k) for k in settings.trusted_keys]
     source = index_location(location)
     fetch = settings.fetch
