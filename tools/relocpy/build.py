@@ -20,6 +20,7 @@ from relocpy.errors import ValidationFailed
 from relocpy.extras import Lazy
 from relocpy.fetch import fetch_all
 from relocpy.models import ArtifactMetadata, BuildPlan, check_build_tag
+from relocpy.pgo import find_pgo_tools, trains_in_own_step
 from relocpy.package import bundled_components, license_texts, write_archives, write_metadata
 from relocpy.progress import info, step
 from relocpy.relocate import relocate
@@ -69,6 +70,7 @@ def default_source_date_epoch(build_tag: str) -> int:
 
 def run_build(plan: BuildPlan, options: BuildOptions, fetch_settings: FetchSettings) -> list[ArtifactMetadata]:
     strip = strip_tool(plan.target)  # before hours of building: is it here?
+    pgo_tools = find_pgo_tools(plan.target) if trains_in_own_step(plan) else None  # and these?
     runner = get_runner(options.runner, plan.target)
     cache_dir = fetch_settings.cache_dir
     # Per runner: a native and a container build of one plan may run at once.
@@ -86,7 +88,7 @@ def run_build(plan: BuildPlan, options: BuildOptions, fetch_settings: FetchSetti
         with step("fetch sources"):
             fetched = {f.component: f for f in fetch_all(plan.all_sources(), fetch_settings)}
         deps = build_dependencies(plan, fetched, ctx)
-        built = build_cpython(plan, fetched["cpython"], deps, ctx)
+        built = build_cpython(plan, fetched["cpython"], deps, ctx, pgo_tools)
         # The step's lock also keeps two builds of one plan out of its staging directory.
         packaged = run_step(_packaging_step(plan, built, deps, fetched, ctx, options, strip), ctx)
         artifacts = _load_artifacts(packaged.output)

@@ -12,8 +12,10 @@ from relocpy.deps import BuiltDependency
 from relocpy.fetch import FetchedSource
 from relocpy.models import BuildPlan
 from relocpy.paths import patches_dir
+from relocpy.pgo import MERGED_PROFILE, PgoTools, merge_profiles, trains_in_own_step
 from relocpy.steps import Dir, Script, Step, StepContext, StepResult, run_step
 from relocpy.templates import render
+from relocpy.toolchain import wrappers_dir
 
 # The configure prefix. Nothing may keep it after relocation; the validator
 # refuses any file that still names it.
@@ -48,13 +50,62 @@ class BuiltPython(BaseModel):
 
 
 def build_cpython(
-    plan: BuildPlan, source: FetchedSource, deps: list[BuiltDependency], ctx: StepContext
+    plan: BuildPlan, source: FetchedSource, deps: list[BuiltDependency], ctx: StepContext,
+    pgo_tools: PgoTools | None = None,
 ) -> BuiltPython:
-    return BuiltPython(step=run_step(cpython_step(plan, source, deps, ctx.jobs), ctx))
+    """CPython's build step; for a PGO variant with zig, after the training
+    step whose merged profile it is given (pgo.py)."""
+    profile = None
+    if trains_in_own_step(plan):
+        if pgo_tools is None:
+            raise ValueError("a PGO build needs the checked PGO tools (pgo.find_pgo_tools)")
+        profile = run_step(training_step(plan, source, deps, ctx.jobs, pgo_tools), ctx)
+    return BuiltPython(step=run_step(cpython_step(plan, source, deps, ctx.jobs, profile), ctx))
 
 
-def cpython_step(plan: BuildPlan, source: FetchedSource, deps: list[BuiltDependency], jobs: int) -> Step:
-    script = render(
+def cpython_step(
+    plan: BuildPlan, source: FetchedSource, deps: list[BuiltDependency], jobs: int,
+    profile: StepResult | None = None,
+) -> Step:
+    env: dict[str, str | Dir] = {"DESTDIR": Dir.OUTPUT}
+    if profile is not None:
+        env["LLVM_PROFDATA"] = str(wrappers_dir() / "llvm-profdata")  # configure wants one; nothing runs it
+    return Step(
+        kind="cpython",
+        name=f"cpython-{plan.python.version}-{plan.variant.name}",
+        title=f"build CPython {plan.python.version} ({plan.variant.name}, -j{jobs})",
+        inputs={"plan": plan.content_hash, "source_sha256": source.source.sha256},
+        merged=tuple(d.step for d in deps),
+        given={"PROFILE_DIR": profile} if profile is not None else {},
+        run=_script(plan, source, "use" if profile is not None else "", env),
+    )
+
+
+def training_step(
+    plan: BuildPlan, source: FetchedSource, deps: list[BuiltDependency], jobs: int, tools: PgoTools
+) -> Step:
+    """The instrumented build and CPython's training task; its output is the
+    merged profile. Keyed like the build, plus the LLVM that reads and writes
+    profiles."""
+    env: dict[str, str | Dir] = {
+        "PROFILES": Dir.OUTPUT,
+        "LLVM_PROFDATA": str(wrappers_dir() / "llvm-profdata"),
+        "RELOCPY_PROFILE_RUNTIME": str(tools.runtime),
+    }
+    return Step(
+        kind="profile",
+        name=f"cpython-{plan.python.version}-{plan.variant.name}",
+        title=f"train CPython {plan.python.version} for PGO (instrumented build, -j{jobs})",
+        inputs={"plan": plan.content_hash, "source_sha256": source.source.sha256, **tools.identity},
+        merged=tuple(d.step for d in deps),
+        run=_script(plan, source, "train", env, read_only=(tools.runtime.parent,),
+                    finish=lambda output: merge_profiles(tools, output)),
+    )
+
+
+def _script(plan: BuildPlan, source: FetchedSource, pgo: str, env: dict[str, str | Dir],
+            read_only: tuple[Path, ...] = (), finish=None) -> Script:
+    text = render(
         "cpython.sh.j2",
         name="cpython",
         version=plan.python.version,
@@ -63,22 +114,18 @@ def cpython_step(plan: BuildPlan, source: FetchedSource, deps: list[BuiltDepende
         configure_flags=plan.configure_flags,
         excluded_modules=plan.excluded_modules,
         configure_env=plan.python.configure_env,
+        pgo=pgo,
+        merged_profile=MERGED_PROFILE,
     )
-    return Step(
-        kind="cpython",
-        name=f"cpython-{plan.python.version}-{plan.variant.name}",
-        title=f"build CPython {plan.python.version} ({plan.variant.name}, -j{jobs})",
-        inputs={"plan": plan.content_hash, "source_sha256": source.source.sha256},
-        merged=tuple(d.step for d in deps),
-        run=Script(
-            text=script,
-            env={
-                "SRC": str(source.path),
-                "PATCHES": str(patches_dir()),
-                "INSTALL_PREFIX": INSTALL_PREFIX,
-                "PREFIX": INSTALL_PREFIX,
-                "DESTDIR": Dir.OUTPUT,
-            },
-            read_only=(source.path.parent, patches_dir()),
-        ),
+    return Script(
+        text=text,
+        env={
+            "SRC": str(source.path),
+            "PATCHES": str(patches_dir()),
+            "INSTALL_PREFIX": INSTALL_PREFIX,
+            "PREFIX": INSTALL_PREFIX,
+            **env,
+        },
+        read_only=(source.path.parent, patches_dir(), *read_only),
+        finish=finish,
     )

@@ -107,7 +107,7 @@ class Target(Model):
     runner: Literal["docker", "native"]
     image: str = ""  # the base image Docker builds start from
     image_suite: str = ""  # the Debian suite `relocpy image bootstrap` makes that image from
-    default_variant: str | None = None  # None: variants.toml's default
+    default_variant: str | None = None  # None: variants.toml's default; artifact names leave it out
     toolchain: Literal["gcc", "clang", "zig", "msvc"]
     cflags: list[str] = []
     ldflags: list[str] = []
@@ -143,7 +143,6 @@ class VariantsFile(Model):
     """variants.toml: the options, and which variants the farm names and publishes."""
 
     default: str
-    unnamed: str
     published: list[str] = Field(min_length=1)
     options: dict[str, Any] = Field(min_length=1)  # each a table, validated as a VariantOption
 
@@ -244,7 +243,6 @@ class Recipes(Model):
     pythons: dict[str, PythonRecipe]
     options: dict[str, VariantOption]
     default_variant: str
-    unnamed_variant: str
     published_variants: list[str]
 
 
@@ -277,7 +275,7 @@ class BuildPlan(Model):
     python: PythonRecipe
     target: Target
     variant: Variant
-    artifact_variant: str | None  # the variant part of artifact names (None: unnamed default)
+    artifact_variant: str | None  # the variant part of artifact names (None: the target's default)
     patches: list[PatchRef]
     dependencies: list[DependencyStep]  # in build order
     configure_flags: list[str]

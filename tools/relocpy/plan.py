@@ -8,7 +8,7 @@ from pathlib import Path
 from relocpy.errors import RecipeError, UnknownNameError
 from relocpy.models import BuildPlan, DependencyStep, PatchRef, PythonRecipe, Recipes
 from relocpy.paths import templates_dir
-from relocpy.recipes import get_python, get_target, parse_variant, patch_file, platform_policy, unbuildable_reason
+from relocpy.recipes import default_variant, get_python, get_target, parse_variant, patch_file, platform_policy, unbuildable_reason
 
 CPYTHON_TEMPLATE = "cpython.sh.j2"
 
@@ -16,7 +16,8 @@ CPYTHON_TEMPLATE = "cpython.sh.j2"
 def resolve_plan(recipes: Recipes, python: str, target: str, variant: str | None = None) -> BuildPlan:
     python_recipe = get_python(recipes, python)
     target_recipe = get_target(recipes, target)
-    chosen = parse_variant(recipes, variant or target_recipe.default_variant or recipes.default_variant, python_recipe)
+    default = parse_variant(recipes, default_variant(recipes, target_recipe), python_recipe)
+    chosen = parse_variant(recipes, variant, python_recipe) if variant else default
     reason = unbuildable_reason(target_recipe, chosen.options)
     if reason:
         raise UnknownNameError(f"cannot build variant '{chosen.name}' for {target}: {reason}")
@@ -28,7 +29,7 @@ def resolve_plan(recipes: Recipes, python: str, target: str, variant: str | None
         python=python_recipe,
         target=target_recipe,
         variant=chosen,
-        artifact_variant=None if chosen.name == recipes.unnamed_variant else chosen.name,
+        artifact_variant=None if chosen.name == default.name else chosen.name,  # the default is unnamed
         patches=_patch_refs(python_recipe),
         dependencies=_dependency_steps(recipes, target_recipe.dependencies),
         configure_flags=[*python_recipe.configure, *chosen.configure],

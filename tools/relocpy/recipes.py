@@ -42,7 +42,6 @@ def load_recipes(directory: Path | None = None) -> Recipes:
         options=_table(path["variants.toml"], variants.options, {}, VariantOption, "name", "options."),
         policies=_table(path["policies.toml"], raw["policies.toml"], {}, PlatformPolicy, "name"),
         default_variant=variants.default,
-        unnamed_variant=variants.unnamed,
         published_variants=variants.published,
     )
 
@@ -145,7 +144,7 @@ def _variant_problems(recipes: Recipes) -> list[str]:
             if other not in recipes.options:
                 problems.append(f"variants.toml: [options.{name}].conflicts: unknown option '{other}'")
     target_defaults = [t.default_variant for t in recipes.targets.values() if t.default_variant]
-    for variant in [recipes.default_variant, recipes.unnamed_variant, *recipes.published_variants, *target_defaults]:
+    for variant in [recipes.default_variant, *recipes.published_variants, *target_defaults]:
         try:
             parse_variant(recipes, variant)
         except UnknownNameError as exc:
@@ -256,6 +255,11 @@ def _display_order(options: list[str]) -> list[str]:
     return sorted(options, key=lambda o: (o != "freethreaded", ["pgo", "lto"].index(o) if o in ("pgo", "lto") else 2))
 
 
+def default_variant(recipes: Recipes, target: Target) -> str:
+    """The variant a target builds and installs when none is named: its best."""
+    return target.default_variant or recipes.default_variant
+
+
 def supported_variants(recipes: Recipes, python: PythonRecipe) -> list[str]:
     supported = []
     for name in recipes.published_variants:
@@ -286,12 +290,9 @@ def cells(recipes: Recipes) -> list[BuildCell]:
 
 def unbuildable_reason(target: Target, options: list[str]) -> str:
     """Why this target cannot build a variant of these options ("" if it can)."""
-    from relocpy.toolchain import refused_option  # toolchain imports models, not recipes
-
     if not target.buildable:
         return f"not buildable yet: {target.reason}"
-    refused = refused_option(target.toolchain, options)
-    return f"the {target.toolchain} toolchain cannot build {refused}" if refused else ""
+    return ""
 
 
 def buildable_cells(recipes: Recipes) -> list[BuildCell]:

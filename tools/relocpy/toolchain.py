@@ -129,20 +129,3 @@ def wrappers_digest() -> str:
 def zig_dir() -> Path:
     """The ziglang package: a static zig binary and its lib/ (libc headers and stubs)."""
     return Path(require("build", "ziglang").__file__).parent
-
-
-# Variant options a toolchain cannot build, and why (measured: docs/toolchain.md).
-UNSUPPORTED_OPTIONS = {
-    "zig": {
-        "pgo": "zig 0.17 instruments objects for PGO but links no profile runtime, so training writes no profile",
-    },
-}
-
-
-def refused_option(toolchain: str, options: list[str]) -> str | None:
-    """The first option of a variant this toolchain cannot build, with the reason."""
-    for option in options:
-        reason = UNSUPPORTED_OPTIONS.get(toolchain, {}).get(option)
-        if reason:
-            return f"{option}: {reason}"
-    return None
