@@ -111,15 +111,16 @@ def test_variants_combine_by_the_rules(recipes):
 
 
 def test_plan_resolution_and_stable_hash(recipes):
-    # A gcc target: zig refuses PGO (tests/test_toolchain.py).
-    gcc = recipes.targets["x86_64-unknown-linux-gnu"].model_copy(update={"toolchain": "gcc"})
-    recipes = recipes.model_copy(update={"targets": {**recipes.targets, gcc.triple: gcc}})
     plan = resolve_plan(recipes, "3.13.15", "x86_64-unknown-linux-gnu", "pgo+lto")
     names = [s.dependency.name for s in plan.dependencies]
     assert names.index("ncurses") < names.index("libedit")
     assert "--enable-optimizations" in plan.configure_flags and "--with-lto" in plan.configure_flags
-    assert plan.artifact_variant == "pgo+lto"
-    assert resolve_plan(recipes, "3.13.15", "x86_64-unknown-linux-gnu").artifact_variant is None  # the unnamed default
+    assert plan.artifact_variant is None  # the target's default (targets.toml) is unnamed
+    assert resolve_plan(recipes, "3.13.15", "x86_64-unknown-linux-gnu").content_hash == plan.content_hash
+    assert resolve_plan(recipes, "3.13.15", "x86_64-unknown-linux-gnu", "lto").artifact_variant == "lto"
+    level = resolve_plan(recipes, "3.13.15", "x86_64-unknown-linux-gnu", "x86_64_v3+lto+pgo")
+    assert (level.variant.name, level.artifact_variant, level.cpu_level) == ("pgo+lto+x86_64_v3",) * 2 + ("x86_64_v3",)
+    assert plan.cpu_level is None
     again = resolve_plan(recipes, "3.13", "x86_64-unknown-linux-gnu", "lto+pgo")
     assert again.content_hash == plan.content_hash
     other = resolve_plan(recipes, "3.13.15", "x86_64-unknown-linux-gnu", "noopt")

@@ -15,7 +15,7 @@ from relocpy.plan import resolve_plan
 from relocpy.recipes import get_target, load_recipes
 from relocpy.runners.native import NativeRunner
 from relocpy.steps import StepContext, StepDirs
-from relocpy.toolchain import refused_option, step_env, toolchain_env, toolchain_mounts, zig_target
+from relocpy.toolchain import step_env, toolchain_env, toolchain_mounts, zig_target
 from relocpy.validate import floor_problems
 
 pytest.importorskip("ziglang", reason="the zig toolchain is relocpy[build]")
@@ -66,20 +66,6 @@ def test_zig_caches_live_in_the_step_work_dir_and_toolchain_dirs_are_mounted(rec
     assert env["ZIG_GLOBAL_CACHE_DIR"] == str(tmp_path / "step" / "zig-cache")
     mounts = ctx.mounts(read_only=[tmp_path / "src"], writable=[tmp_path / "step"])
     assert mounts.read_only == [tmp_path / "src", *toolchain_mounts(target)]
-
-
-def test_pgo_is_refused_with_zig_in_one_line(recipes):
-    assert refused_option("zig", ["lto"]) is None
-    assert refused_option("gcc", ["pgo", "lto"]) is None
-    target = get_target(recipes, "x86_64-unknown-linux-gnu")
-    if target.toolchain != "zig":
-        pytest.skip("the target does not build with zig")
-    with pytest.raises(UnknownNameError, match=r"cannot build variant 'pgo\+lto' for .*: the zig toolchain cannot build pgo: ") as err:
-        resolve_plan(recipes, "3.13.15", target.triple, "pgo+lto")
-    assert "\n" not in str(err.value)
-    assert resolve_plan(recipes, "3.13.15", target.triple, "lto").variant.name == "lto"
-    cells = [c for c in all_cells(recipes, load_settings(ci_dir())) if c.target == target.triple]
-    assert cells and not [c for c in cells if "pgo" in c.variant.split("+")]
 
 
 def summary(**by_file: str) -> elf.ElfSummary:

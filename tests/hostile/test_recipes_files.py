@@ -97,24 +97,24 @@ CASES = {
     "default a number": (
         edit(V, 'default = "lto"', "default = 3"),
         "{r}/variants.toml: default: Input should be a valid string"),
-    "unnamed missing": (
-        edit(V, 'unnamed = "lto"', ""),
-        "{r}/variants.toml: unnamed: Field required"),
+    "default missing": (
+        edit(V, 'default = "lto"\n', ""),
+        "{r}/variants.toml: default: Field required"),
     "a misspelt key": (
         edit(V, "published = [", "publshed = ["),
         "{r}/variants.toml: published: Field required"),
     "options an array": (
-        replace_file(V, b'default = "lto"\nunnamed = "lto"\npublished = ["lto"]\noptions = [1]\n'),
+        replace_file(V, b'default = "lto"\npublished = ["lto"]\noptions = [1]\n'),
         "{r}/variants.toml: options: Input should be a valid dictionary"),
     "no options": (
-        replace_file(V, b'default = "lto"\nunnamed = "lto"\npublished = ["lto"]\n'),
+        replace_file(V, b'default = "lto"\npublished = ["lto"]\n'),
         "{r}/variants.toml: options: Field required"),
     "conflicts a string": (
         edit(V, 'conflicts = ["pgo", "lto", "debug"]', 'conflicts = "pgo"'),
         "{r}/variants.toml: [options.noopt].conflicts: Input should be a valid list"),
     "an option name artifact names cannot carry": (
         append(V, '\n[options."pgo-2"]\nconfigure = []\n'),
-        "{r}/variants.toml: [options.pgo-2].name: String should match pattern '^[a-z]+$'"),
+        "{r}/variants.toml: [options.pgo-2].name: String should match pattern '^[a-z][a-z0-9_]*$'"),
     "an option that is not a table": (
         edit(V, "[options.pgo]\n", '[options]\nfast = "yes"\n[options.pgo]\n'),
         "{r}/variants.toml: [options.fast]: expected a table"),

@@ -79,7 +79,7 @@ def run_build(plan: BuildPlan, options: BuildOptions, fetch_settings: FetchSetti
         cache_dir=cache_dir,
         work_dir=work_dir,
         runner=runner,
-        toolchain=toolchain_env(plan.target),
+        toolchain=toolchain_env(plan.target, plan.cpu_level),
         toolchain_mounts=tuple(toolchain_mounts(plan.target)),
         jobs=options.jobs,
         source_date_epoch=options.source_date_epoch,

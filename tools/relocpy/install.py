@@ -15,6 +15,7 @@ from pathlib import Path
 from packaging import tags
 from packaging.version import Version
 
+from relocpy.cpu import host_levels, level_rank, split_level
 from relocpy.errors import InstallError, RelocpyError
 from relocpy.fetch import fetch_all
 from relocpy.index import Index, IndexEntry
@@ -74,29 +75,61 @@ def fits_host(entry: IndexEntry, hosts: list[Platform]) -> bool:
     return any(entry.platform.runs_on(host) for host in hosts)
 
 
-def choose(index: Index, request: Request, flavor: str | None, hosts: list[Platform]) -> IndexEntry:
+def choose(index: Index, request: Request, flavor: str | None, hosts: list[Platform],
+           cpu_levels: list[str] | None = None) -> IndexEntry:
+    """The entry to install: a build for a CPU level (x86_64_v3) of the
+    requested variant counts as that variant, on a host whose CPU has it."""
     flavors = (flavor,) if flavor else DEFAULT_FLAVORS
+    levels = host_levels() if cpu_levels is None else cpu_levels
+    serves = requested_variants(index)
     fits = [
         e for e in index.artifacts
-        if e.key.implementation == "cpython" and request.matches(e.python_version, e.variant)
-        and e.flavor in flavors and fits_host(e, hosts)
+        if e.key.implementation == "cpython" and _asked_for(request, e, serves)
+        and e.flavor in flavors and fits_host(e, hosts) and split_level(e.build_options)[1] in (None, *levels)
     ]
     if not fits:
         raise InstallError(_nothing_fits(index, request, flavors, hosts))
 
     def order(e: IndexEntry):
         # Newest version, then the newest floor this host runs (the most
-        # specific build), then the newest build, then the preferred flavor.
-        return (Version(e.python_version), version_tuple(e.platform.floor or "0"), e.build_tag, -flavors.index(e.flavor))
+        # specific build), then the newest build, then the highest CPU level
+        # the host runs, then the preferred flavor.
+        return (Version(e.python_version), version_tuple(e.platform.floor or "0"), e.build_tag,
+                level_rank(split_level(e.build_options)[1]), -flavors.index(e.flavor))
 
     return max(fits, key=order)
 
 
+def _asked_for(request: Request, entry: IndexEntry, serves: dict[str, str | None]) -> bool:
+    """The entry's own variant, or (a CPU-level build) the one it serves."""
+    return any(request.matches(entry.python_version, variant) for variant in {entry.variant, serves[entry.name]})
+
+
+def requested_variants(index: Index) -> dict[str, str | None]:
+    """Per entry name, the variant a request names to get it: its own, or for
+    a CPU-level build, the variant it is a level of (None: the unnamed
+    default, when its other options are those of the unnamed build)."""
+    unnamed = {(e.python_version, e.build_tag, e.key.platform): e.build_options
+               for e in index.artifacts if e.variant is None}
+    serves = {}
+    for e in index.artifacts:
+        rest, level = split_level(e.variant or "")
+        if level is None:
+            serves[e.name] = e.variant
+        elif unnamed.get((e.python_version, e.build_tag, e.key.platform)) == rest:
+            serves[e.name] = None
+        else:
+            serves[e.name] = rest or None
+    return serves
+
+
 def _nothing_fits(index: Index, request: Request, flavors, hosts: list[Platform]) -> str:
-    same = [e for e in index.artifacts if request.matches(e.python_version, e.variant)]
+    serves = requested_variants(index)
+    same = [e for e in index.artifacts if _asked_for(request, e, serves)]
     if not same:
         return f"no {request} in the index"
-    seen = sorted({f"{e.key.platform_tag}/{e.flavor}" for e in same})
+    seen = sorted({f"{e.key.platform_tag}/{e.flavor}" + (f" ({e.variant})" if e.variant != request.variant else "")
+                   for e in same})
     here = hosts[0].tag if hosts else "unknown platform"
     return (
         f"no {request} artifact fits this host ({here}, flavors {', '.join(flavors)}); "
@@ -161,7 +194,7 @@ def install(
     request = Request.parse(spec, variant)
     source, index = fetch_index(settings)
     entry = choose(index, request, flavor, host_platforms())
-    name = install_name(entry.python_version, entry.variant)
+    name = install_name(entry.python_version, request.variant)  # a CPU-level build installs as what was asked
     store = Store(settings.install_dir, settings.lock_timeout)
     current = store.get(name)
     if current is not None and current.problem is None and not reinstall:

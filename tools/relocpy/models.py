@@ -127,7 +127,7 @@ class BuildCell(Model):
 
 
 class VariantOption(Model):
-    name: str = Field(pattern=r"^[a-z]+$")  # artifact names carry options joined by '+'
+    name: str = Field(pattern=r"^[a-z][a-z0-9_]*$")  # artifact names carry options joined by '+'
     configure: list[str] = []
     description: str = ""
     conflicts: list[str] = []
@@ -292,6 +292,13 @@ class BuildPlan(Model):
         blob = json.dumps(data, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(blob.encode()).hexdigest()
 
+    @property
+    def cpu_level(self) -> str | None:
+        """The CPU micro-architecture level the variant builds for (cpu.py), if any."""
+        from relocpy.cpu import split_level  # cpu.py imports nothing of relocpy
+
+        return split_level(self.variant.name)[1]
+
     def all_sources(self) -> list[tuple[str, list[SourceFile]]]:
         """(component name, candidate files) for every source the plan needs."""
         named = [("cpython", self.python.sources)]
@@ -320,7 +327,7 @@ def check_build_tag(tag: str) -> str:
 ARTIFACT_NAME_RE = re.compile(
     r"^(?P<implementation>cpython)-(?P<version>[0-9][^+]*)\+(?P<build_tag>" + BUILD_TAG_PATTERN + r")-"
     r"(?P<platform_tag>(?:manylinux|musllinux|macosx|win)[A-Za-z0-9_]*?)"
-    r"(?:-(?P<variant>[a-z+]+))?-(?P<flavor>install_only_stripped|install_only|full)"
+    r"(?:-(?P<variant>[a-z][a-z0-9_+]*))?-(?P<flavor>install_only_stripped|install_only|full)"
     r"\.(?P<ext>tar\.gz|tar\.zst)$"
 )
 

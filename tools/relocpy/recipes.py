@@ -8,6 +8,7 @@ from typing import Any
 from packaging.version import Version
 from pydantic import BaseModel, ValidationError
 
+from relocpy.cpu import LEVEL_ARCH
 from relocpy.datafiles import read_toml
 from relocpy.errors import RecipeError, UnknownNameError
 from relocpy.models import (
@@ -283,6 +284,8 @@ def cells(recipes: Recipes) -> list[BuildCell]:
         target = recipes.targets[triple]
         for version, python in recipes.pythons.items():
             for variant in supported_variants(recipes, python):
+                if _level_of_another_arch(target, variant.split("+")):
+                    continue  # not a cell at all: x86_64_v3 of an aarch64 target
                 reason = unbuildable_reason(target, variant.split("+"))
                 out.append(BuildCell(target=triple, python=version, variant=variant, buildable=not reason, reason=reason))
     return out
@@ -292,7 +295,14 @@ def unbuildable_reason(target: Target, options: list[str]) -> str:
     """Why this target cannot build a variant of these options ("" if it can)."""
     if not target.buildable:
         return f"not buildable yet: {target.reason}"
+    level = _level_of_another_arch(target, options)
+    if level:
+        return f"{level} is a CPU level of {LEVEL_ARCH[level]}, not {target.arch}"
     return ""
+
+
+def _level_of_another_arch(target: Target, options: list[str]) -> str | None:
+    return next((o for o in options if o in LEVEL_ARCH and LEVEL_ARCH[o] != target.arch), None)
 
 
 def buildable_cells(recipes: Recipes) -> list[BuildCell]:

@@ -41,8 +41,9 @@ class ToolchainError(RecipeError):
     pass
 
 
-def toolchain_env(target: Target) -> dict[str, str]:
-    """What build caches key on: programs, flags and (for zig) its target and version."""
+def toolchain_env(target: Target, cpu_level: str | None = None) -> dict[str, str]:
+    """What build caches key on: programs, flags and (for zig) its target and
+    version; a CPU level (cpu.py) compiles everything for that level."""
     programs = PROGRAMS.get(target.toolchain)
     if programs is None:
         raise ToolchainError(f"targets.toml: [{target.triple}].toolchain: '{target.toolchain}' is not supported by this host's runners")
@@ -54,6 +55,12 @@ def toolchain_env(target: Target) -> dict[str, str]:
         extra = {"RELOCPY_ZIG_TARGET": zig_target(target), "RELOCPY_ZIG": str(zig_dir() / "zig"),
                  "RELOCPY_ZIG_VERSION": importlib.metadata.version("ziglang"),
                  "RELOCPY_ZIG_WRAPPERS": wrappers_digest()}
+        if cpu_level:
+            # Through the wrappers, not CFLAGS: CPython records CFLAGS for the
+            # C extensions users build, which must not need zig or that CPU.
+            extra["RELOCPY_ZIG_CPU"] = cpu_level
+    elif cpu_level:
+        cflags.append("-march=" + cpu_level.replace("_", "-"))  # x86_64_v3 -> x86-64-v3
     return {**programs, "CFLAGS": " ".join(cflags), "LDFLAGS": " ".join(target.ldflags), **extra}
 
 

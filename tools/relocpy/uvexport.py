@@ -14,6 +14,7 @@ import json
 
 from packaging.version import InvalidVersion, Version
 
+from relocpy.cpu import UV_LEVEL_NAMES, split_level
 from relocpy.errors import IndexError_
 from relocpy.index import Index, IndexEntry
 from relocpy.models import Platform
@@ -49,12 +50,13 @@ def uv_entry(entry: IndexEntry, source: str) -> tuple[str, dict] | None:
         return None
     os_name, arch, libc = fields
     variant = uv_variant(entry.build_options)
+    level = UV_LEVEL_NAMES.get(split_level(entry.build_options)[1] or "")
     prerelease = "".join(map(str, version.pre)) if version.pre else ""
     release = f"{version.major}.{version.minor}.{version.micro}{prerelease}"
-    key = f"cpython-{release}{'+' + variant if variant else ''}-{os_name}-{arch}-{libc}"
+    key = f"cpython-{release}{'+' + variant if variant else ''}-{os_name}-{arch}{'_' + level if level else ''}-{libc}"
     return key, {
         "name": "cpython",
-        "arch": {"family": arch, "variant": None},
+        "arch": {"family": arch, "variant": level},
         "os": os_name,
         "libc": libc,
         "major": version.major,
@@ -69,7 +71,10 @@ def uv_entry(entry: IndexEntry, source: str) -> tuple[str, dict] | None:
 
 
 def _rank(entry: IndexEntry) -> tuple:
-    return (FLAVOR_PREFERENCE.get(entry.flavor, 9), _negated(entry.build_tag))
+    # uv has one default build per key: the target's own (unnamed) default
+    # first, whatever other optimisation variants (lto, noopt) the index has.
+    default = entry.variant is None or split_level(entry.variant)[0] == ""
+    return (not default, FLAVOR_PREFERENCE.get(entry.flavor, 9), _negated(entry.build_tag))
 
 
 def _negated(text: str) -> tuple:
