@@ -75,10 +75,12 @@ def release(c, base_url, sign, to, dist="dist"):
         ci.run_steps(list(steps.values()), values, LOG_DIR / "release")
 
 
-@task(help={"what": "install (relocpy against uv, default), build or docker (both really build)"})
-def bench(c, what="install"):
+@task(help={"what": "install (relocpy against uv, default), build, docker (both really build) or interp "
+                    "(interpreter speed: pass the interpreters in --args)",
+            "args": "arguments for the script, e.g. 'debian=/usr/bin/python3.11 ours=PATH' for interp"})
+def bench(c, what="install", args=""):
     """One of the benchmarks in tools/bench_*.py."""
     script = project_root() / "tools" / f"bench_{what}.py"
     if not script.is_file():
-        raise Exit(f"relocpy: error: no benchmark {what!r} (install, build or docker)", code=2)
-    c.run(f"{PYTHON} {shlex.quote(str(script))}")
+        raise Exit(f"relocpy: error: no benchmark {what!r} (install, build, docker or interp)", code=2)
+    c.run(f"{PYTHON} {shlex.quote(str(script))} {args}")

@@ -8,7 +8,10 @@ from pathlib import Path
 from relocpy.errors import RecipeError, UnknownNameError
 from relocpy.models import BuildPlan, DependencyStep, PatchRef, PythonRecipe, Recipes
 from relocpy.paths import templates_dir
-from relocpy.recipes import default_variant, get_python, get_target, parse_variant, patch_file, platform_policy, unbuildable_reason
+from relocpy.recipes import (
+    default_variant, get_python, get_target, parse_variant, patch_file, platform_policy, supported_variants,
+    unbuildable_reason,
+)
 
 CPYTHON_TEMPLATE = "cpython.sh.j2"
 
@@ -20,7 +23,9 @@ def resolve_plan(recipes: Recipes, python: str, target: str, variant: str | None
     chosen = parse_variant(recipes, variant, python_recipe) if variant else default
     reason = unbuildable_reason(target_recipe, chosen.options)
     if reason:
-        raise UnknownNameError(f"cannot build variant '{chosen.name}' for {target}: {reason}")
+        can = [v for v in supported_variants(recipes, python_recipe) if not unbuildable_reason(target_recipe, v.split("+"))]
+        raise UnknownNameError(f"cannot build variant '{chosen.name}' for {target}: {reason} "
+                               f"({'it builds: ' + ', '.join(can) if can else 'it builds no variant yet'})")
     platform = platform_policy(recipes, target_recipe)
     if platform is None and target_recipe.os == "linux":
         raise RecipeError(f"policies.toml: no platform policy for {target} ({target_recipe.libc} {target_recipe.arch} "
