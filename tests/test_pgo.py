@@ -128,3 +128,15 @@ def test_the_profile_and_its_tools_key_the_steps(recipes, tools, tmp_path):
                 for key in "ab"]
     keys = {step_key(cpython_step(plan, source, [], 2, profile), ctx) for profile in profiles}
     assert len(keys) == 2 and step_key(cpython_step(plan, source, [], 2), ctx) not in keys
+
+
+def test_an_instrumented_link_of_shared_libraries_only_links_the_runtime(target, tools, tmp_path):
+    # CPython's libpython3.so: its only input is another shared library, for
+    # which the wrappers add an empty C input; the runtime after it stays an archive.
+    (tmp_path / "s.c").write_text("int g(int x) { return x % 5 ? x * 3 : x - 1; }\n")
+    first = compile_(target, tmp_path, "-shared", "-fPIC", "-fprofile-instr-generate", "s.c", "-o", "libs.so",
+                     runtime=tools.runtime)
+    assert first.returncode == 0, first.stderr
+    only = compile_(target, tmp_path, "-shared", "-fprofile-instr-generate", "libs.so", "-o", "libonly.so",
+                    runtime=tools.runtime)
+    assert only.returncode == 0, only.stderr
