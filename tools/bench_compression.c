@@ -62,11 +62,12 @@ int main(int argc, char **argv) {
 
         size_t xlen = 0, xin = 0, xout = 0;
         uint64_t memlimit = UINT64_MAX;
-        t = now(); lzma_easy_buffer_encode(6, LZMA_CHECK_CRC64, NULL, data, SIZE, packed, &xlen, 2 * SIZE);
+        lzma_ret encoded, decoded;
+        t = now(); encoded = lzma_easy_buffer_encode(6, LZMA_CHECK_CRC64, NULL, data, SIZE, packed, &xlen, 2 * SIZE);
         t = now() - t; if (t < best[4]) best[4] = t;
-        t = now(); lzma_stream_buffer_decode(&memlimit, 0, NULL, packed, &xin, xlen, back, &xout, SIZE);
+        t = now(); decoded = lzma_stream_buffer_decode(&memlimit, 0, NULL, packed, &xin, xlen, back, &xout, SIZE);
         t = now() - t; if (t < best[5]) best[5] = t;
-        if (xout != SIZE || memcmp(back, data, SIZE)) return 3;
+        if (encoded != LZMA_OK || decoded != LZMA_OK || xout != SIZE || memcmp(back, data, SIZE)) return 3;
     }
     report("zlib compress", best[0]);
     report("zlib decompress", best[1]);
