@@ -209,3 +209,29 @@ def test_an_interpreter_that_does_not_start_is_reported_with_its_status_and_stde
     assert line == ("relocpy: error: the unpacked interpreter does not start: exit status 127: loading the interpreter"
                     " | ./python/bin/python3: symbol lookup error: undefined symbol: , version; nothing installed")
     assert installed_names(versions) == []
+
+
+def test_a_cpu_level_build_installs_and_runs_as_the_version_asked_for(dist, served, signing_key, env, tmp_path,
+                                                                      monkeypatch):
+    # The index offers the default build and an x86-64-v3 one; on a v3 host
+    # `install 3.x` takes the v3 one, and `run 3.x`/`uninstall 3.x` find it.
+    from relocpy import install as installer
+    from relocpy.settings import ClientSettings
+
+    archive = next(dist.glob("*.tar.gz"))
+    v3 = artifact_key(variant="pgo+lto+x86_64_v3")
+    (dist / v3.filename).write_bytes(archive.read_bytes())
+    write_metadata(dist / v3.filename, v3)
+    key, public = signing_key
+    publish_index(dist, key, env, served.url)
+    monkeypatch.setattr(installer, "host_levels", lambda: ["x86_64_v2", "x86_64_v3"])
+    for name in ("XDG_DATA_HOME", "XDG_CONFIG_HOME", "XDG_CACHE_HOME"):
+        monkeypatch.setenv(name, env[name])
+    settings = ClientSettings.resolve(index_url=served.url + "/index.json", trusted_keys=[public],
+                                      install_dir=tmp_path / "versions", channel=None)
+    installer.install(MINOR, settings)
+    receipt = json.loads(next((tmp_path / "versions" / ".store").glob("*/RELOCPY.json")).read_text())
+    assert receipt["key"]["variant"] == "pgo+lto+x86_64_v3"
+    found = installer.find_installed(MINOR, settings.install_dir)
+    assert found.name == f"cpython-{HOST_VERSION}" and found.python.exists()
+    assert installer.uninstall(MINOR, settings).name == found.name

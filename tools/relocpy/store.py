@@ -55,7 +55,7 @@ NEW_FILE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
 class Installed:
     name: str
     version: str
-    variant: str | None
+    variant: str | None  # as asked for at install (the link's name), not the build's own
     prefix: Path  # the version link: stable across reinstalls
     problem: str | None = None  # why it cannot be used, for a broken install
 
@@ -99,7 +99,9 @@ class Store:
             return broken(str(exc))
         if not _is_version(key.version):
             return broken(f"its receipt {entry / RECEIPT} is corrupt")
-        return Installed(link.name, key.version, key.variant, link)
+        # The variant asked for, as the link names it: a CPU-level build
+        # (key.variant pgo+lto+x86_64_v3) installed for `3.13` is `3.13`'s.
+        return Installed(link.name, key.version, named["variant"], link)
 
     def entry_of(self, link: Path) -> Path | None:
         """The `.store` entry a link names by its own text (never by resolving
