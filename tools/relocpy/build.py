@@ -4,6 +4,7 @@ validate, package, and only then publish the archives into --dist."""
 from __future__ import annotations
 
 import calendar
+import dataclasses
 import hashlib
 import json
 import os
@@ -14,7 +15,7 @@ from pathlib import Path
 from pydantic import BaseModel, ConfigDict, field_validator
 
 from relocpy.artifacts import validate_archive
-from relocpy.cpython import build_cpython
+from relocpy.cpython import BuiltPython, build_cpython
 from relocpy.deps import build_dependencies
 from relocpy.errors import ValidationFailed
 from relocpy.extras import Lazy
@@ -28,7 +29,7 @@ from relocpy.runners import get_runner
 from relocpy.settings import FetchSettings
 from relocpy.steps import PythonCall, Step, StepContext, run_step
 from relocpy.toolchain import StripTool, strip_tool, toolchain_env, toolchain_mounts
-from relocpy.validate import ValidationReport, check_files, tag_of, validation_policy
+from relocpy.validate import ValidationReport, check_files, require_runnable, tag_of, validation_policy
 
 elf = Lazy("build", "relocpy.elf")  # pyelftools
 
@@ -69,6 +70,8 @@ def default_source_date_epoch(build_tag: str) -> int:
 
 
 def run_build(plan: BuildPlan, options: BuildOptions, fetch_settings: FetchSettings) -> list[ArtifactMetadata]:
+    if plan.platform is not None:
+        require_runnable(plan.platform)  # validation will run it: can this host (qemu, a libc root...)?
     strip = strip_tool(plan.target)  # before hours of building: is it here?
     pgo_tools = find_pgo_tools(plan.target) if trains_in_own_step(plan) else None  # and these?
     runner = get_runner(options.runner, plan.target)
@@ -87,8 +90,9 @@ def run_build(plan: BuildPlan, options: BuildOptions, fetch_settings: FetchSetti
     try:
         with step("fetch sources"):
             fetched = {f.component: f for f in fetch_all(plan.all_sources(), fetch_settings)}
+        build_python = _build_machine_python(plan.build_python, fetched, ctx) if plan.build_python else None
         deps = build_dependencies(plan, fetched, ctx)
-        built = build_cpython(plan, fetched["cpython"], deps, ctx, pgo_tools)
+        built = build_cpython(plan, fetched["cpython"], deps, ctx, pgo_tools, build_python)
         # The step's lock also keeps two builds of one plan out of its staging directory.
         packaged = run_step(_packaging_step(plan, built, deps, fetched, ctx, options, strip), ctx)
         artifacts = _load_artifacts(packaged.output)
@@ -98,6 +102,16 @@ def run_build(plan: BuildPlan, options: BuildOptions, fetch_settings: FetchSetti
     if not options.keep_work:
         shutil.rmtree(work_dir, ignore_errors=True)
     return artifacts
+
+
+def _build_machine_python(plan: BuildPlan, fetched, ctx: StepContext) -> BuiltPython:
+    """The interpreter a cross build runs: the build machine's target built
+    with its own toolchain, as its native build would be (the same steps and
+    keys: one cache entry serves both)."""
+    native = dataclasses.replace(ctx, toolchain=toolchain_env(plan.target, plan.cpu_level),
+                                 toolchain_mounts=tuple(toolchain_mounts(plan.target)))
+    deps = build_dependencies(plan, fetched, native)
+    return build_cpython(plan, fetched["cpython"], deps, native)
 
 
 # Validation order: the flavor installers and uv pick first, CPython's own

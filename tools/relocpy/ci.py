@@ -169,15 +169,17 @@ def runner_label(settings: CiSettings, target: Target) -> str:
     raise CiError(f"ci/settings.toml: [runners] has no label for {target.os}-{target.arch} ({target.triple})")
 
 
-def make_cell(settings: CiSettings, target: Target, python: str, variant: str) -> Cell:
-    """A job for one recipe cell: runner, image and suite are the target's own data."""
+def make_cell(settings: CiSettings, target: Target, python: str, variant: str,
+              build_machine: Target | None = None) -> Cell:
+    """A job for one recipe cell: runner, image and suite are the target's own
+    data; a cross-built target runs on its build machine's runner."""
     docker = target.runner == "docker"
     return Cell(
         python=python,
         target=target.triple,
         variant=variant,
         os=target.os,
-        runs_on=runner_label(settings, target),
+        runs_on=runner_label(settings, build_machine or target),
         builder=target.runner,
         docker=docker,
         image=target.image if docker else "",
@@ -188,10 +190,12 @@ def make_cell(settings: CiSettings, target: Target, python: str, variant: str) -
 
 def all_cells(recipes: Recipes, settings: CiSettings) -> list[Cell]:
     """Every buildable cell of the recipes (recipes.buildable_cells), as a job."""
-    return [
-        make_cell(settings, recipes.targets[cell.target], cell.python, cell.variant)
-        for cell in buildable_cells(recipes)
-    ]
+    cells = []
+    for cell in buildable_cells(recipes):
+        target = recipes.targets[cell.target]
+        build_machine = recipes.targets[target.build_on] if target.cross else None
+        cells.append(make_cell(settings, target, cell.python, cell.variant, build_machine))
+    return cells
 
 
 def pull_request_cells(cells: list[Cell], recipes: Recipes, subset: SubsetSettings) -> list[Cell]:

@@ -26,6 +26,9 @@ class BuiltPython(BaseModel):
     model_config = ConfigDict(frozen=True)
 
     step: StepResult
+    # A cross build's interpreter for the build machine, which it ran (and named
+    # in its Makefile and sysconfig data: relocation removes those paths).
+    build_python: BuiltPython | None = None
 
     @property
     def key(self) -> str:
@@ -51,32 +54,41 @@ class BuiltPython(BaseModel):
 
 def build_cpython(
     plan: BuildPlan, source: FetchedSource, deps: list[BuiltDependency], ctx: StepContext,
-    pgo_tools: PgoTools | None = None,
+    pgo_tools: PgoTools | None = None, build_python: BuiltPython | None = None,
 ) -> BuiltPython:
     """CPython's build step; for a PGO variant with zig, after the training
-    step whose merged profile it is given (pgo.py)."""
+    step whose merged profile it is given (pgo.py); for a cross build, given
+    the build machine's interpreter (`build_python`, built from plan.build_python)."""
     profile = None
     if trains_in_own_step(plan):
         if pgo_tools is None:
             raise ValueError("a PGO build needs the checked PGO tools (pgo.find_pgo_tools)")
         profile = run_step(training_step(plan, source, deps, ctx.jobs, pgo_tools), ctx)
-    return BuiltPython(step=run_step(cpython_step(plan, source, deps, ctx.jobs, profile), ctx))
+    if plan.target.cross and build_python is None:
+        raise ValueError("a cross build needs the build machine's interpreter (plan.build_python, built)")
+    step = run_step(cpython_step(plan, source, deps, ctx.jobs, profile, build_python), ctx)
+    return BuiltPython(step=step, build_python=build_python)
 
 
 def cpython_step(
     plan: BuildPlan, source: FetchedSource, deps: list[BuiltDependency], jobs: int,
-    profile: StepResult | None = None,
+    profile: StepResult | None = None, build_python: BuiltPython | None = None,
 ) -> Step:
     env: dict[str, str | Dir] = {"DESTDIR": Dir.OUTPUT}
+    given: dict[str, StepResult] = {}
     if profile is not None:
         env["LLVM_PROFDATA"] = str(wrappers_dir() / "llvm-profdata")  # configure wants one; nothing runs it
+        given["PROFILE_DIR"] = profile
+    if build_python is not None:
+        given["BUILD_PYTHON"] = build_python.step  # its destdir: the template adds INSTALL_PREFIX
+    cross = f", cross-built on {plan.target.build_on}" if plan.target.cross else ""
     return Step(
         kind="cpython",
-        name=f"cpython-{plan.python.version}-{plan.variant.name}",
-        title=f"build CPython {plan.python.version} ({plan.variant.name}, -j{jobs})",
+        name=f"cpython-{plan.python.version}-{plan.variant.name}" + (f"-{plan.target.arch}" if plan.target.cross else ""),
+        title=f"build CPython {plan.python.version} ({plan.variant.name}{cross}, -j{jobs})",
         inputs={"plan": plan.content_hash, "source_sha256": source.source.sha256},
         merged=tuple(d.step for d in deps),
-        given={"PROFILE_DIR": profile} if profile is not None else {},
+        given=given,
         run=_script(plan, source, "use" if profile is not None else "", env),
     )
 
@@ -116,6 +128,8 @@ def _script(plan: BuildPlan, source: FetchedSource, pgo: str, env: dict[str, str
         configure_env=plan.python.configure_env,
         pgo=pgo,
         merged_profile=MERGED_PROFILE,
+        build_python_exe=f"{INSTALL_PREFIX}/bin/python{plan.python.minor}",  # in the build python's destdir
+        python_minor=plan.python.minor,
     )
     return Script(
         text=text,

@@ -17,6 +17,7 @@ from relocpy.fetch import FetchedSource
 from relocpy.models import BuildPlan, DependencyStep
 from relocpy.steps import Dir, Script, Step, StepContext, StepResult, run_step
 from relocpy.templates import render
+from relocpy.toolchain import configure_host
 
 
 class BuiltDependency(BaseModel):
@@ -52,7 +53,8 @@ def dependency_step(
     plan: BuildPlan, dep_step: DependencyStep, source: FetchedSource, inputs: list[BuiltDependency]
 ) -> Step:
     dep = dep_step.dependency
-    script = render(f"deps/{dep.template}.sh.j2", name=dep.name, version=dep.version, target=plan.target)
+    script = render(f"deps/{dep.template}.sh.j2", name=dep.name, version=dep.version, target=plan.target,
+                    configure_host=configure_host(plan.target))
     return Step(
         kind="deps",
         name=f"{dep.name}-{dep.version}",

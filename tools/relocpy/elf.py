@@ -37,6 +37,8 @@ DF_1_NOW = 0x1
 PF_X = 0x1
 # A needed symbol version: namespace, then a dotted number (GLIBC_2.17, CXXABI_TM_1).
 SYMBOL_VERSION = re.compile(r"^(?P<namespace>[A-Za-z][A-Za-z0-9_]*?)_(?P<version>\d+(?:\.\d+)*)$")
+# pyelftools' name of each architecture's e_machine.
+MACHINES = {"x86_64": "EM_X86_64", "aarch64": "EM_AARCH64"}
 VERSYM_HIDDEN = 0x8000  # the "hidden" bit of a .gnu.version entry, not part of the index
 # The dynamic tags locating each symbol-version section, and its entry count.
 VERSION_TAGS = {
@@ -82,10 +84,12 @@ def check_file(path: Path, platform: PlatformPolicy, export_prefixes: list[str])
     """The file's problems, and the highest version of the libc's namespace it needs."""
     with path.open("rb") as handle:
         elf = ELFFile(handle)
+        machine = [] if elf["e_machine"] == MACHINES.get(platform.arch) else [
+            f"built for {elf['e_machine']}, not {platform.arch}"]  # e.g. a build machine's file in a cross build
         dynamic = elf.get_section_by_name(".dynamic")
         if not isinstance(dynamic, DynamicSection):
-            return [], None  # a static object or relocatable file: nothing is loaded
-        problems = _needed_problems(dynamic, platform) + _hardening_problems(elf, dynamic)
+            return machine, None  # a static object or relocatable file: nothing is loaded
+        problems = machine + _needed_problems(dynamic, platform) + _hardening_problems(elf, dynamic)
         problems += _export_problems(elf, export_prefixes)
         problems += layout_problems(elf) or version_problems(elf, dynamic)
         needed = needed_versions(elf)

@@ -114,6 +114,13 @@ class Target(Model):
     dependencies: list[str] = []
     buildable: bool
     reason: str = ""
+    # A cross-built target: the triple of the target whose machines build it
+    # (and whose interpreter the build runs); "" when it builds on its own arch.
+    build_on: str = ""
+
+    @property
+    def cross(self) -> bool:
+        return bool(self.build_on)
 
 
 class BuildCell(Model):
@@ -184,6 +191,7 @@ class RunSpec(Model):
     how: Literal["host", "loader", "emulator", "container"]
     emulator: str = ""  # how = "emulator": the qemu-user program, e.g. qemu-aarch64
     root: str = ""  # how = "emulator": the foreign root holding the target's loader and libc
+    packages: list[str] = []  # how = "emulator" or "loader": the Debian packages installing the root or loader
     image: str = ""  # how = "container": the image to run it in
 
 
@@ -201,6 +209,9 @@ class PlatformPolicy(Model):
     libraries: list[str]  # DT_NEEDED allowed besides the loader and the tree's own libpython
     symbol_versions: dict[str, str] = {}  # any other namespace allowed -> the highest version allowed
     run: RunSpec
+    # CPython tests that fail on this libc whatever the build (its behaviour,
+    # not ours), with why; added to the python recipe's own.
+    known_test_failures: dict[str, str] = {}
 
     @field_validator("floor")
     @classmethod
@@ -282,13 +293,18 @@ class BuildPlan(Model):
     cpython_template_sha256: str
     excluded_modules: dict[str, str]
     platform: PlatformPolicy | None = None  # what validation holds the files to (Linux targets)
+    # A cross build's interpreter for the build machine (the build_on target's
+    # noopt build of the same version), which CPython's cross build runs.
+    build_python: BuildPlan | None = None
 
     @property
     def content_hash(self) -> str:
         """Stable hash of everything that decides the build's output (what
         validation holds the output to does not: the platform policy and which
-        CPython tests it ignores)."""
-        data = self.model_dump(mode="json", exclude={"python": {"known_test_failures"}, "platform": True})
+        CPython tests it ignores). The build python is not in it: the steps
+        given its interpreter are keyed by that step's key."""
+        exclude = {"python": {"known_test_failures"}, "platform": True, "build_python": True}
+        data = self.model_dump(mode="json", exclude=exclude)
         blob = json.dumps(data, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(blob.encode()).hexdigest()
 
@@ -303,6 +319,9 @@ class BuildPlan(Model):
         """(component name, candidate files) for every source the plan needs."""
         named = [("cpython", self.python.sources)]
         named += [(s.dependency.name, s.dependency.sources) for s in self.dependencies]
+        if self.build_python is not None:
+            own = {component for component, _ in named}
+            named += [n for n in self.build_python.all_sources() if n[0] not in own]
         return named
 
 

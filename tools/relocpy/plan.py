@@ -14,6 +14,9 @@ from relocpy.recipes import (
 )
 
 CPYTHON_TEMPLATE = "cpython.sh.j2"
+# What a cross build runs on the build machine: the quickest build of the
+# same version (its dependency steps are those of the native builds).
+BUILD_PYTHON_VARIANT = "noopt"
 
 
 def resolve_plan(recipes: Recipes, python: str, target: str, variant: str | None = None) -> BuildPlan:
@@ -41,6 +44,8 @@ def resolve_plan(recipes: Recipes, python: str, target: str, variant: str | None
         cpython_template_sha256=_file_sha256(templates_dir() / CPYTHON_TEMPLATE),
         excluded_modules=python_recipe.excluded_modules,
         platform=platform,
+        build_python=resolve_plan(recipes, python, target_recipe.build_on, BUILD_PYTHON_VARIANT)
+        if target_recipe.cross else None,
     )
 
 

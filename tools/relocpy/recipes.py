@@ -132,6 +132,7 @@ def check_recipes(recipes: Recipes) -> list[str]:
             problems.append(f"targets.toml: [{triple}]: the docker runner needs image and image_suite")
     problems += _variant_problems(recipes)
     problems += _policy_problems(recipes)
+    problems += _cross_problems(recipes)
     cycle = _find_cycle(recipes)
     if cycle:
         problems.append("dependencies.toml: dependency cycle: " + " -> ".join(cycle))
@@ -161,6 +162,20 @@ def _policy_problems(recipes: Recipes) -> list[str]:
         if target.os == "linux" and platform_policy(recipes, target) is None:
             problems.append(f"targets.toml: [{triple}]: no platform policy for {target.libc} {target.arch} "
                             f"at floor {target.floor} in policies.toml")
+    return problems
+
+
+def _cross_problems(recipes: Recipes) -> list[str]:
+    """A cross-built target names a buildable target of the same OS, itself
+    built natively: the build runs that target's interpreter."""
+    problems = []
+    for triple, target in recipes.targets.items():
+        if not target.build_on:
+            continue
+        builder = recipes.targets.get(target.build_on)
+        if builder is None or builder.build_on or not builder.buildable or builder.os != target.os:
+            problems.append(f"targets.toml: [{triple}].build_on: '{target.build_on}' is not a natively built, "
+                            f"buildable {target.os} target")
     return problems
 
 
@@ -298,6 +313,8 @@ def unbuildable_reason(target: Target, options: list[str]) -> str:
     level = _level_of_another_arch(target, options)
     if level:
         return f"{level} is a CPU level of {LEVEL_ARCH[level]}, not {target.arch}"
+    if "pgo" in options and target.cross:
+        return f"PGO trains by running the build, and {target.triple} is cross-built on {target.build_on}"
     return ""
 
 

@@ -59,6 +59,8 @@ def relocate(built: BuiltPython, staging: Path, deps: list[BuiltDependency], wor
 def build_machine_paths(built: BuiltPython, deps: list[BuiltDependency], work_dir: Path | None) -> list[str]:
     """Directories of the build machine that must not survive relocation, longest first."""
     paths = {str(built.destdir)}
+    if built.build_python is not None:
+        paths.add(str(built.build_python.destdir))
     paths |= {str(d.prefix) for d in deps}
     if work_dir:
         paths.add(str(work_dir))

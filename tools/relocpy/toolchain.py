@@ -109,11 +109,21 @@ def step_env(toolchain: dict[str, str], work: Path) -> dict[str, str]:
 
 def zig_target(target: Target) -> str:
     """zig's triple names the libc and, for glibc, the version to link against."""
-    if target.libc == "glibc":
-        return f"{target.arch}-linux-gnu.{target.floor}"
-    if target.libc == "musl":
-        return f"{target.arch}-linux-musl"
-    raise ToolchainError(f"targets.toml: [{target.triple}]: the zig toolchain builds Linux targets only")
+    if target.libc not in ("glibc", "musl"):
+        raise ToolchainError(f"targets.toml: [{target.triple}]: the zig toolchain builds Linux targets only")
+    return zig_triple(target.arch, target.libc, target.floor)
+
+
+def zig_triple(arch: str, libc: str, floor: str) -> str:
+    """zig's triple for a Linux arch and libc at a floor (a target's or a policy's)."""
+    return f"{arch}-linux-gnu.{floor}" if libc == "glibc" else f"{arch}-linux-{libc}"
+
+
+def configure_host(target: Target) -> str:
+    """What an autotools configure takes after --prefix: nothing natively; for
+    a cross build, the build machine's and the target's triples (configure then
+    runs no program it compiled)."""
+    return f" --build={target.build_on} --host={target.triple}" if target.cross else ""
 
 
 def links_against_floor(target: Target) -> bool:

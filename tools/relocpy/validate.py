@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shlex
 import shutil
 import subprocess
 from pathlib import Path
@@ -141,27 +142,79 @@ def run_runtime_checks(prefix: Path, scratch: Path, policy: ValidationPolicy, re
     The caller has checked that it can run here (require_runnable)."""
     link = scratch / "python3-link"
     link.symlink_to(prefix / "bin" / "python3")
-    checker = _Checker(scratch, link, prefix, policy.excluded_modules)
+    checker = _Checker(scratch, link, prefix, policy.excluded_modules, policy.platform)
     result = checker.smoke()
     checker.venv_and_wheel()
     checker.c_extension()
     checker.config_scripts()
     if regression_tests:
-        checker.regression_tests(policy.known_test_failures)
+        emulated = EMULATION_TEST_FAILURES if emulation_env(policy.platform) else {}
+        checker.regression_tests({**policy.known_test_failures, **policy.platform.known_test_failures, **emulated})
     return result
 
 
 def require_runnable(platform: PlatformPolicy) -> None:
-    """Runtime checks run the interpreter on this host: natively, or through the
-    libc's loader installed here. Emulators and containers are not wired in yet."""
+    """Runtime checks run the interpreter on this host: natively, through the
+    libc's loader installed here, or under qemu-user (binfmt_misc) over a
+    foreign root. Containers are not wired in yet. One line says what is missing."""
     how, here = platform.run.how, host_arch()
-    if how not in ("host", "loader"):
-        raise UsageError(f"{platform.name}: its interpreter runs through {how} ({platform.run.emulator or platform.run.image}), "
+    if how == "emulator" and here != platform.arch:
+        _require_emulation(platform)
+        return
+    if how not in ("host", "loader", "emulator"):
+        raise UsageError(f"{platform.name}: its interpreter runs through {how} ({platform.run.image}), "
                          "which runtime validation does not do yet")
     if here != platform.arch:
         raise UsageError(f"{platform.name}: cannot run {platform.arch} interpreters on this {here} host")
     if how == "loader" and not Path(platform.loader).exists():
-        raise UsageError(f"{platform.name}: running its interpreter needs {platform.loader} on this host")
+        install = f" (apt-get install {' '.join(platform.run.packages)})" if platform.run.packages else ""
+        raise UsageError(f"{platform.name}: running its interpreter needs {platform.loader} on this host{install}")
+
+
+# Where the kernel lists the interpreters it starts foreign binaries with.
+BINFMT_MISC = Path("/proc/sys/fs/binfmt_misc")
+
+
+def _require_emulation(platform: PlatformPolicy) -> None:
+    run = platform.run
+    entry = BINFMT_MISC / run.emulator
+    registered = entry.is_file() and entry.read_text().startswith("enabled")
+    if not registered:
+        raise UsageError(f"{platform.name}: running {platform.arch} programs here needs {run.emulator} registered "
+                         f"with binfmt_misc ({entry} is missing or disabled): apt-get install qemu-user-static, "
+                         "then tools/install-host-deps registers it")
+    if not run.root or not (Path(run.root) / platform.loader.lstrip("/")).exists():
+        raise UsageError(f"{platform.name}: running {platform.arch} programs here needs a {platform.libc} root "
+                         f"at {run.root or '(none named in policies.toml)'}: apt-get install {' '.join(run.packages)}")
+
+
+# CPython tests that cannot pass under qemu-user, whatever the build: they
+# hold the emulation's set-up, not the interpreter, to account.
+EMULATION_TEST_FAILURES = {
+    "test_null_dlsym": "builds its test library with this host's cc, for the host's architecture",
+    "test_zippath_from_non_installed_posix": "runs a copied interpreter in an environment of its own, "
+                                             "without QEMU_LD_PREFIX",
+}
+
+
+def emulation_env(platform: PlatformPolicy) -> dict[str, str]:
+    """What an emulated interpreter's environment adds: qemu finds the
+    target's loader and libraries under the foreign root."""
+    if platform.run.how != "emulator" or host_arch() == platform.arch:
+        return {}
+    return {"QEMU_LD_PREFIX": platform.run.root}
+
+
+def extension_compiler(platform: PlatformPolicy) -> list[str]:
+    """The compiler the interpreter builds its test C extension with when this
+    host's `cc` (what its sysconfig names) is not the target's: under
+    emulation (another architecture) or through another libc's loader. zig,
+    for the target and its floor. [] when `cc` will do."""
+    if platform.run.how == "host" or (platform.run.how == "emulator" and not emulation_env(platform)):
+        return []
+    from relocpy.toolchain import zig_dir, zig_triple  # the [build] extra, as validation needs anyway
+
+    return [str(zig_dir() / "zig"), "cc", "-target", zig_triple(platform.arch, platform.libc, platform.floor)]
 
 
 def host_arch() -> str:
@@ -169,7 +222,7 @@ def host_arch() -> str:
 
 
 class _Checker:
-    def __init__(self, tmp: Path, python: Path, prefix: Path, excluded: dict[str, str]):
+    def __init__(self, tmp: Path, python: Path, prefix: Path, excluded: dict[str, str], platform: PlatformPolicy):
         self.tmp, self.python, self.prefix = tmp, python, prefix
         self.env = {
             "PATH": "/usr/bin:/bin",
@@ -177,7 +230,12 @@ class _Checker:
             "HOME": str(tmp),
             "RELOCPY_EXCLUDED_MODULES": json.dumps(sorted(excluded)),
             "RELOCPY_ABSENT_OK": json.dumps(TEST_MODULES),
+            **emulation_env(platform),
         }
+        compiler = extension_compiler(platform)
+        if compiler:
+            self.env["RELOCPY_CC"] = shlex.join(compiler)
+            self.env["ZIG_GLOBAL_CACHE_DIR"] = self.env["ZIG_LOCAL_CACHE_DIR"] = str(tmp / "zig-cache")
 
     def run(self, name: str, argv: list, timeout: int = 600, **kwargs) -> str:
         try:

@@ -17,11 +17,15 @@ include = sysconfig.get_path("include")
 assert os.path.isfile(os.path.join(include, "Python.h")), include
 obj = os.path.join(out_dir, "probe.o")
 ext = os.path.join(out_dir, "relocpy_probe" + var("EXT_SUFFIX"))
-compile_cmd = [
-    *shlex.split(var("CC")), *shlex.split(var("CFLAGS")), *shlex.split(var("CCSHARED")),
-    "-I", include, "-c", source, "-o", obj,
-]
-link_cmd = [*shlex.split(var("LDSHARED")), obj, "-o", ext]
+# RELOCPY_CC: an interpreter run under emulation names the build machine's
+# `cc` (its own architecture): validation gives a compiler for the target,
+# which replaces the compiler of CC and LDSHARED alike.
+cc, ldshared = shlex.split(var("CC")), shlex.split(var("LDSHARED"))
+if os.environ.get("RELOCPY_CC"):
+    cc = shlex.split(os.environ["RELOCPY_CC"])
+    ldshared = [*cc, *ldshared[1:]]
+compile_cmd = [*cc, *shlex.split(var("CFLAGS")), *shlex.split(var("CCSHARED")), "-I", include, "-c", source, "-o", obj]
+link_cmd = [*ldshared, obj, "-o", ext]
 for cmd in (compile_cmd, link_cmd):
     subprocess.run(cmd, check=True)
 sys.path.insert(0, out_dir)
