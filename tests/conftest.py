@@ -78,20 +78,22 @@ def base_images(engine, tmp_path_factory) -> dict[str, str]:
 
 @pytest.fixture(scope="session")
 def built(tmp_path_factory, shared_cache, sources_mirror, base_images):
-    """built(python, variant="noopt") -> the dist directory of that real build, made once per session."""
-    results: dict[tuple[str, str], Path] = {}
+    """built(python, variant="noopt", target=BUILD_TARGET) -> the dist directory
+    of that real build, made once per session. A cross-built target's build
+    runs the build machine's noopt build of the same python: built once too."""
+    results: dict[tuple[str, str, str], Path] = {}
 
-    def build(python: str, variant: str = "noopt") -> Path:
-        if (python, variant) not in results:
-            dist = tmp_path_factory.mktemp(f"dist-{python}-{variant}")
+    def build(python: str, variant: str = "noopt", target: str = BUILD_TARGET) -> Path:
+        if (python, variant, target) not in results:
+            dist = tmp_path_factory.mktemp(f"dist-{python}-{variant}-{target.split('-')[0]}")
             result = subprocess.run(
-                [sys.executable, "-m", "relocpy", "build", "--python", python, "--target", BUILD_TARGET,
+                [sys.executable, "-m", "relocpy", "build", "--python", python, "--target", target,
                  "--variant", variant, "--runner", "docker", "--dist", str(dist), "--build-tag", BUILD_TAG,
                  "--mirror", str(sources_mirror), "--cache-dir", str(shared_cache), "--offline"],
                 capture_output=True, text=True, timeout=2 * 3600)
             assert result.returncode == 0, result.stderr[-4000:]
-            results[python, variant] = dist
-        return results[python, variant]
+            results[python, variant, target] = dist
+        return results[python, variant, target]
 
     return build
 
