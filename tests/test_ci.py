@@ -396,6 +396,7 @@ def test_release_task_runs_the_release_steps_in_order(tmp_path):
     assert result.returncode == 0, result.stderr
     lines = calls.read_text().splitlines()
     assert lines == [
+        f"ci|emulation|--dist|{dist}|",
         f"validate|{dist}|",
         f"index|build|{dist}|--base-url|https://h/p|--sign|/k/key.pem|--previous|s3://bucket/prefix|",
         f"publish|{dist}|--to|s3://bucket/prefix|--sign|/k/key.pem|",

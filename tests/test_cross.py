@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from elftools.elf.elffile import ELFFile
 
-from relocpy import validate
+from relocpy import ci, emulation
 from relocpy.deps import dependency_step
 from relocpy.cpython import BuiltPython, cpython_step
 from relocpy.errors import UnknownNameError, UsageError
@@ -23,6 +23,7 @@ from relocpy.plan import resolve_plan
 from relocpy.recipes import check_recipes, load_recipes
 from relocpy.steps import StepResult
 from relocpy.toolchain import toolchain_env
+from support import relocpy
 
 ROOT = project_root()
 CROSS = "aarch64-unknown-linux-gnu"
@@ -106,35 +107,74 @@ def aarch64_policy(recipes, **run):
 
 
 def test_a_host_without_qemu_registered_is_told_what_to_install(recipes, tmp_path, monkeypatch):
-    monkeypatch.setattr(validate, "BINFMT_MISC", tmp_path)  # a kernel that lists no emulator
+    monkeypatch.setattr(emulation, "BINFMT_MISC", tmp_path)  # a kernel that lists no emulator
     with pytest.raises(UsageError) as err:
-        validate.require_runnable(aarch64_policy(recipes))
+        emulation.require_runnable(aarch64_policy(recipes))
     assert str(err.value).startswith("manylinux_2_17_aarch64: running aarch64 programs here needs qemu-aarch64")
-    assert "apt-get install qemu-user-static" in str(err.value)
+    assert "apt-get install qemu-user-static, then `relocpy ci emulation` registers it" in str(err.value)
     (tmp_path / "qemu-aarch64").write_text("disabled\n")
     with pytest.raises(UsageError, match="is missing or disabled"):
-        validate.require_runnable(aarch64_policy(recipes))
+        emulation.require_runnable(aarch64_policy(recipes))
+    # what `relocpy ci emulation` would do about it: the emulator's package, and registering it
+    lack = emulation.missing(aarch64_policy(recipes))
+    assert lack.packages == ("qemu-user-static",) and lack.register == "qemu-aarch64"
+    assert emulation.missing(aarch64_policy(recipes, root="/nonexistent")).packages == (
+        "qemu-user-static", "libc6-arm64-cross", "libgcc-s1-arm64-cross")
+
+
+def test_relocpy_ci_emulation_enables_a_disabled_emulator_again(recipes, env):
+    """The real kernel interface: the step the generated workflows run for a
+    cross-built cell turns this host's qemu-aarch64 entry back on."""
+    entry = emulation.BINFMT_MISC / "qemu-aarch64"
+    entry.write_text("0")
+    try:
+        assert entry.read_text().startswith("disabled")
+        with pytest.raises(UsageError, match="is missing or disabled"):
+            emulation.require_runnable(aarch64_policy(recipes))
+        done = relocpy("ci", "emulation", "--target", CROSS, env=env)
+        assert done.returncode == 0, done.stderr
+        assert "manylinux_2_17_aarch64: runs here (qemu-aarch64 over /usr/aarch64-linux-gnu)" in done.stderr
+        assert entry.read_text().startswith("enabled")
+    finally:
+        entry.write_text("1")
+
+
+def test_only_cross_cells_prepare_emulation_and_the_release_prepares_for_its_archives(recipes):
+    settings = ci.load_settings(ROOT / "ci")
+    cells = {cell.target: cell for cell in ci.all_cells(recipes, settings)}
+    assert cells[CROSS].emulated and cells["x86_64-unknown-linux-musl"].emulated and not cells[NATIVE].emulated
+    build = (ROOT / ".github" / "workflows" / "build.yml").read_text()
+    prepare = "      - name: Prepare emulation\n        if: matrix.emulated\n        run: relocpy ci emulation --target \"$TARGET\"\n"
+    assert build.count(prepare) == build.count("      - name: Build\n") == 2  # one per shard job, before its build
+    assert build.index(prepare) < build.index("      - name: Build\n")
+    release = (ROOT / ".github" / "workflows" / "release.yml").read_text()
+    assert release.index('run: relocpy ci emulation --dist "$DIST"') < release.index("- name: Validate again")
+
+
+def test_relocpy_ci_emulation_needs_something_to_prepare_for(env):
+    done = relocpy("ci", "emulation", env=env)
+    assert done.returncode == 2 and done.stderr == "relocpy: error: name a --target or a --dist whose programs must run here\n"
 
 
 def test_a_host_without_the_foreign_root_is_told_which_packages_install_it(recipes, tmp_path):
     with pytest.raises(UsageError, match=r"needs a glibc root at /nonexistent: apt-get install libc6-arm64-cross "
                                          r"libgcc-s1-arm64-cross$"):
-        validate.require_runnable(aarch64_policy(recipes, root="/nonexistent"))
+        emulation.require_runnable(aarch64_policy(recipes, root="/nonexistent"))
 
 
 def test_this_host_runs_aarch64_programs(recipes, tmp_path):
     """What the cross end-to-end test and CI rely on (tools/install-host-deps)."""
     policy = aarch64_policy(recipes)
-    validate.require_runnable(policy)
-    assert validate.emulation_env(policy) == {"QEMU_LD_PREFIX": "/usr/aarch64-linux-gnu"}
+    emulation.require_runnable(policy)
+    assert emulation.emulation_env(policy) == {"QEMU_LD_PREFIX": "/usr/aarch64-linux-gnu"}
     program = tmp_path / "hello"
-    compiler = validate.extension_compiler(policy)
+    compiler = emulation.extension_compiler(policy)
     (tmp_path / "hello.c").write_text('#include <stdio.h>\nint main(void) { puts("aarch64 here"); return 0; }\n')
 
     env = {"PATH": "/usr/bin:/bin", "ZIG_GLOBAL_CACHE_DIR": str(tmp_path / "zig"), "ZIG_LOCAL_CACHE_DIR": str(tmp_path / "zig")}
     subprocess.run([*compiler, str(tmp_path / "hello.c"), "-o", str(program)], check=True, env=env)
     assert program.read_bytes()[18] == 0xB7  # e_machine: EM_AARCH64
-    out = subprocess.run([str(program)], capture_output=True, text=True, env={**env, **validate.emulation_env(policy)})
+    out = subprocess.run([str(program)], capture_output=True, text=True, env={**env, **emulation.emulation_env(policy)})
     assert out.stdout == "aarch64 here\n", out
 
 
@@ -154,7 +194,7 @@ def test_a_musl_program_is_linked_dynamically_and_runs_with_no_glibc(recipes, ar
     musl loader alone (for aarch64, under qemu), the policy's way."""
     target = recipes.targets[f"{arch}-unknown-linux-musl"]
     platform = recipes.policies[f"musllinux_1_2_{arch}"]
-    validate.require_runnable(platform)
+    emulation.require_runnable(platform)
     cache = {"ZIG_GLOBAL_CACHE_DIR": str(tmp_path / "zig"), "ZIG_LOCAL_CACHE_DIR": str(tmp_path / "zig")}
     env = {"PATH": "/usr/bin:/bin", **toolchain_env(target), **cache}
     (tmp_path / "hello.c").write_text('#include <stdio.h>\nint main(void) { puts("musl here"); return 0; }\n')
@@ -163,5 +203,5 @@ def test_a_musl_program_is_linked_dynamically_and_runs_with_no_glibc(recipes, ar
     with program.open("rb") as handle:
         interp = next(s for s in ELFFile(handle).iter_segments() if s["p_type"] == "PT_INTERP")
         assert interp.get_interp_name() == platform.loader
-    done = subprocess.run([str(program)], capture_output=True, text=True, env={**cache, **validate.emulation_env(platform)})
+    done = subprocess.run([str(program)], capture_output=True, text=True, env={**cache, **emulation.emulation_env(platform)})
     assert done.stdout == "musl here\n", done

@@ -16,7 +16,7 @@ import pytest
 from relocpy.models import ArtifactMetadata
 from relocpy.paths import project_root
 from relocpy.recipes import load_recipes
-from relocpy.validate import emulation_env
+from relocpy.emulation import emulation_env
 from support import LoopbackServer, relocpy
 
 pytestmark = [pytest.mark.e2e, pytest.mark.docker, pytest.mark.cross]

@@ -9,11 +9,12 @@ from pathlib import Path
 from pydantic import ValidationError
 
 from relocpy.errors import InstallError, UsageError, ValidationFailed
+from relocpy.emulation import require_runnable
 from relocpy.extras import Lazy
 from relocpy.hashing import file_sha256
 from relocpy.models import METADATA_SCHEMA_VERSION, ArtifactKey, ArtifactMetadata, ValidationPolicy
 from relocpy.unpack import extract
-from relocpy.validate import ValidationReport, check_files, require_runnable, run_runtime_checks, tag_of
+from relocpy.validate import ValidationReport, check_files, run_runtime_checks, tag_of
 
 zstandard = Lazy("build", "zstandard")
 

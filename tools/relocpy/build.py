@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, field_validator
 from relocpy.artifacts import validate_archive
 from relocpy.cpython import BuiltPython, build_cpython
 from relocpy.deps import build_dependencies
+from relocpy.emulation import require_runnable
 from relocpy.errors import ValidationFailed
 from relocpy.extras import Lazy
 from relocpy.fetch import fetch_all
@@ -29,7 +30,7 @@ from relocpy.runners import get_runner
 from relocpy.settings import FetchSettings
 from relocpy.steps import PythonCall, Step, StepContext, run_step
 from relocpy.toolchain import StripTool, strip_tool, toolchain_env, toolchain_mounts
-from relocpy.validate import ValidationReport, check_files, require_runnable, tag_of, validation_policy
+from relocpy.validate import ValidationReport, check_files, tag_of, validation_policy
 
 elf = Lazy("build", "relocpy.elf")  # pyelftools
 

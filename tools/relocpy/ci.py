@@ -144,6 +144,9 @@ class Cell(BaseModel):
     docker: bool
     image: str  # the base image a docker build starts from ("" for native)
     image_suite: str = Field(alias="image-suite", serialization_alias="image-suite")
+    # A cross-built target: validating it runs its programs under emulation
+    # (or another libc's loader), which the runner is prepared for first.
+    emulated: bool = False
     artifact: str
 
 
@@ -184,6 +187,7 @@ def make_cell(settings: CiSettings, target: Target, python: str, variant: str,
         docker=docker,
         image=target.image if docker else "",
         image_suite=target.image_suite if docker else "",
+        emulated=target.cross,
         artifact=f"cpython-{python}-{target.triple}-{variant}",
     )
 
@@ -314,6 +318,7 @@ def cell_steps(settings: CiSettings) -> dict[str, Step]:
     """A build job's commands; $IMAGE and $IMAGE_SUITE come from the cell (the target's data)."""
     return {
         "engine": Step(name="Start the Docker engine", argv=["relocpy", "ci", "engine"]),
+        "emulation": Step(name="Prepare emulation", argv=["relocpy", "ci", "emulation", "--target", "$TARGET"]),
         "bootstrap": Step(
             name="Bootstrap the base image",
             argv=["relocpy", "image", "bootstrap", "--suite", "$IMAGE_SUITE", "--tag", "$IMAGE"],
@@ -334,6 +339,8 @@ def release_steps(settings: CiSettings) -> dict[str, Step]:
     serial (--previous), and publish merges in what earlier releases published
     and signs the result (--sign): every release after the first needs both."""
     return {
+        # Validating a cross-built target's archives runs them under emulation.
+        "emulation": Step(name="Prepare emulation", argv=["relocpy", "ci", "emulation", "--dist", "$DIST"]),
         "validate": Step(name="Validate again", argv=["relocpy", "validate", "$DIST"]),
         "index": Step(
             name="Build and sign the index",

@@ -17,11 +17,11 @@ import shlex
 import shutil
 import subprocess
 from pathlib import Path
-from platform import machine
 
 from pydantic import BaseModel
 
 from relocpy.cpython import INSTALL_PREFIX
+from relocpy.emulation import emulation_env, extension_compiler
 from relocpy.errors import UsageError, ValidationFailed
 from relocpy.extras import Lazy
 from relocpy.models import BuildPlan, MeasuredFacts, PlatformPolicy, ValidationPolicy, version_tuple
@@ -153,41 +153,6 @@ def run_runtime_checks(prefix: Path, scratch: Path, policy: ValidationPolicy, re
     return result
 
 
-def require_runnable(platform: PlatformPolicy) -> None:
-    """Runtime checks run the interpreter on this host: natively, through the
-    libc's loader installed here, or under qemu-user (binfmt_misc) over a
-    foreign root. Containers are not wired in yet. One line says what is missing."""
-    how, here = platform.run.how, host_arch()
-    if how == "emulator" and here != platform.arch:
-        _require_emulation(platform)
-        return
-    if how not in ("host", "loader", "emulator"):
-        raise UsageError(f"{platform.name}: its interpreter runs through {how} ({platform.run.image}), "
-                         "which runtime validation does not do yet")
-    if here != platform.arch:
-        raise UsageError(f"{platform.name}: cannot run {platform.arch} interpreters on this {here} host")
-    if how == "loader" and not Path(platform.loader).exists():
-        install = f" (apt-get install {' '.join(platform.run.packages)})" if platform.run.packages else ""
-        raise UsageError(f"{platform.name}: running its interpreter needs {platform.loader} on this host{install}")
-
-
-# Where the kernel lists the interpreters it starts foreign binaries with.
-BINFMT_MISC = Path("/proc/sys/fs/binfmt_misc")
-
-
-def _require_emulation(platform: PlatformPolicy) -> None:
-    run = platform.run
-    entry = BINFMT_MISC / run.emulator
-    registered = entry.is_file() and entry.read_text().startswith("enabled")
-    if not registered:
-        raise UsageError(f"{platform.name}: running {platform.arch} programs here needs {run.emulator} registered "
-                         f"with binfmt_misc ({entry} is missing or disabled): apt-get install qemu-user-static, "
-                         "then tools/install-host-deps registers it")
-    if not run.root or not (Path(run.root) / platform.loader.lstrip("/")).exists():
-        raise UsageError(f"{platform.name}: running {platform.arch} programs here needs a {platform.libc} root "
-                         f"at {run.root or '(none named in policies.toml)'}: apt-get install {' '.join(run.packages)}")
-
-
 # CPython tests that cannot pass under qemu-user, whatever the build: they
 # hold the emulation's set-up, not the interpreter, to account.
 EMULATION_TEST_FAILURES = {
@@ -195,30 +160,6 @@ EMULATION_TEST_FAILURES = {
     "test_zippath_from_non_installed_posix": "runs a copied interpreter in an environment of its own, "
                                              "without QEMU_LD_PREFIX",
 }
-
-
-def emulation_env(platform: PlatformPolicy) -> dict[str, str]:
-    """What an emulated interpreter's environment adds: qemu finds the
-    target's loader and libraries under the foreign root."""
-    if platform.run.how != "emulator" or host_arch() == platform.arch:
-        return {}
-    return {"QEMU_LD_PREFIX": platform.run.root}
-
-
-def extension_compiler(platform: PlatformPolicy) -> list[str]:
-    """The compiler the interpreter builds its test C extension with when this
-    host's `cc` (what its sysconfig names) is not the target's: under
-    emulation (another architecture) or through another libc's loader. zig,
-    for the target and its floor. [] when `cc` will do."""
-    if platform.run.how == "host" or (platform.run.how == "emulator" and not emulation_env(platform)):
-        return []
-    from relocpy.toolchain import zig_dir, zig_triple  # the [build] extra, as validation needs anyway
-
-    return [str(zig_dir() / "zig"), "cc", "-target", zig_triple(platform.arch, platform.libc, platform.floor)]
-
-
-def host_arch() -> str:
-    return {"amd64": "x86_64", "arm64": "aarch64"}.get(machine().lower(), machine())
 
 
 class _Checker:

@@ -33,6 +33,11 @@ def register(commands) -> None:
     parser = verb(ci, "generate", generate, "render .github/workflows/ from ci/templates/ and ci/settings.toml")
     parser.add_argument("--check", action="store_true", help="write nothing; exit 1 naming the first workflow that differs")
     verb(ci, "engine", engine, "make sure a Docker engine answers, starting the system service if needed")
+    parser = verb(ci, "emulation", emulation, "install and register what running a target's programs needs here "
+                  "(qemu-user, its foreign root, another libc's loader): nothing for a native target")
+    parser.add_argument("--target", metavar="TRIPLE", action="append", default=[],
+                        help="a target whose programs must run here (repeatable)")
+    parser.add_argument("--dist", metavar="DIR", help="also every target of the archives' metadata in DIR")
     parser = verb(ci, "image", image, "load or bootstrap the base image of every docker cell (or of --target)")
     parser.add_argument("--target", metavar="TRIPLE", help="only this target's image")
     _add_image_cache(parser)
@@ -112,6 +117,33 @@ def engine(args) -> None:
     info("docker engine ready")
 
 
+def emulation(args) -> None:
+    from relocpy import emulation
+    from relocpy.errors import UsageError
+    from relocpy.recipes import get_target, load_recipes, platform_policy
+
+    if not args.target and not args.dist:
+        raise UsageError("name a --target or a --dist whose programs must run here")
+    recipes = load_recipes()
+    platforms = {}
+    for triple in args.target:
+        policy = platform_policy(recipes, get_target(recipes, triple))
+        if policy is None:
+            raise UsageError(f"{triple}: no platform policy says how its programs run")
+        platforms[policy.name] = policy
+    platforms.update(_dist_platforms(Path(args.dist)) if args.dist else {})
+    emulation.prepare_host([platforms[name] for name in sorted(platforms)])
+
+
+def _dist_platforms(dist: Path) -> dict:
+    """The policies the archives' metadata records they passed: what `relocpy
+    validate` runs them by."""
+    from relocpy.artifacts import archives_to_validate, read_artifact_metadata
+
+    metas = [read_artifact_metadata(archive) for archive in archives_to_validate(dist)]
+    return {meta.validation.platform.name: meta.validation.platform for meta in metas}
+
+
 def image(args) -> None:
     cells = [c for c in _matrix("push", None).cells if c.docker and (args.target is None or c.target == args.target)]
     _base_images(cells, args.image_cache)
@@ -152,7 +184,8 @@ def cell(args) -> None:
     for c in chosen:
         values = {"PYTHON": c.python, "TARGET": c.target, "VARIANT": c.variant, "BUILDER": c.builder,
                   "BUILD_TAG": computed.build_tag, "DIST": args.dist}
-        ci.run_steps([steps["build"], steps["validate"]], values, LOG_DIR / c.artifact)
+        prepare = [steps["emulation"]] if c.emulated else []
+        ci.run_steps([*prepare, steps["build"], steps["validate"]], values, LOG_DIR / c.artifact)
 
 
 def release(args) -> None:
