@@ -77,55 +77,25 @@ def base_images(engine, tmp_path_factory) -> dict[str, str]:
 
 
 @pytest.fixture(scope="session")
-def built(request, tmp_path_factory, shared_cache, sources_mirror, base_images):
+def built(tmp_path_factory, shared_cache, sources_mirror, base_images):
     """built(python, variant="noopt", target=BUILD_TARGET) -> the dist directory
     of that real build, made once per session. A cross-built target's build
-    runs the build machine's noopt build of the same python: built once too.
-
-    The first call also starts, in the background, every build a selected
-    test declares with the `background_build` marker: it runs beside the
-    suite's other builds and tests (two builds at once at most, what this
-    machine takes), using the cores their single-threaded stretches leave
-    idle; shared steps wait for each other on the cache's locks."""
+    runs the build machine's noopt build of the same python: built once too."""
     results: dict[tuple[str, str, str], Path] = {}
-    running: dict[tuple[str, str, str], tuple[subprocess.Popen, Path, Path]] = {}
 
-    def start(key: tuple[str, str, str]) -> None:
-        python, variant, target = key
-        dist = tmp_path_factory.mktemp(f"dist-{python}-{variant}-{target.split('-')[0]}")
-        log = dist.parent / f"{dist.name}.stderr"
-        with log.open("w") as stderr:
-            process = subprocess.Popen(
+    def build(python: str, variant: str = "noopt", target: str = BUILD_TARGET) -> Path:
+        if (python, variant, target) not in results:
+            dist = tmp_path_factory.mktemp(f"dist-{python}-{variant}-{target.split('-')[0]}")
+            result = subprocess.run(
                 [sys.executable, "-m", "relocpy", "build", "--python", python, "--target", target,
                  "--variant", variant, "--runner", "docker", "--dist", str(dist), "--build-tag", BUILD_TAG,
                  "--mirror", str(sources_mirror), "--cache-dir", str(shared_cache), "--offline"],
-                stdout=subprocess.DEVNULL, stderr=stderr)
-        running[key] = (process, dist, log)
+                capture_output=True, text=True, timeout=2 * 3600)
+            assert result.returncode == 0, result.stderr[-4000:]
+            results[python, variant, target] = dist
+        return results[python, variant, target]
 
-    def build(python: str, variant: str = "noopt", target: str = BUILD_TARGET) -> Path:
-        if not results and not running:
-            for key in background_builds(request.session.items):
-                start(key)
-        key = (python, variant, target)
-        if key not in results:
-            if key not in running:
-                start(key)
-            process, dist, log = running.pop(key)
-            returncode = process.wait(timeout=2 * 3600)
-            assert returncode == 0, log.read_text()[-4000:]
-            results[key] = dist
-        return results[key]
-
-    yield build
-    for process, _, _ in running.values():  # a test that declared a build failed before waiting for it
-        process.terminate()
-        process.wait()
-
-
-def background_builds(items) -> list[tuple[str, str, str]]:
-    """The builds selected tests declare with @pytest.mark.background_build(python, variant, target)."""
-    keys = {tuple(mark.args) for item in items for mark in item.iter_markers("background_build")}
-    return sorted(keys)
+    return build
 
 
 class FileServer:

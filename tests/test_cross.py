@@ -122,6 +122,23 @@ def test_a_host_without_qemu_registered_is_told_what_to_install(recipes, tmp_pat
         "qemu-user-static", "libc6-arm64-cross", "libgcc-s1-arm64-cross")
 
 
+def test_relocpy_ci_emulation_enables_a_disabled_emulator_again(recipes, env):
+    """The real kernel interface: the step the generated workflows run for a
+    cross-built cell turns this host's qemu-aarch64 entry back on."""
+    entry = emulation.BINFMT_MISC / "qemu-aarch64"
+    entry.write_text("0")
+    try:
+        assert entry.read_text().startswith("disabled")
+        with pytest.raises(UsageError, match="is missing or disabled"):
+            emulation.require_runnable(aarch64_policy(recipes))
+        done = relocpy("ci", "emulation", "--target", CROSS, env=env)
+        assert done.returncode == 0, done.stderr
+        assert "manylinux_2_17_aarch64: runs here (qemu-aarch64 over /usr/aarch64-linux-gnu)" in done.stderr
+        assert entry.read_text().startswith("enabled")
+    finally:
+        entry.write_text("1")
+
+
 def test_only_cross_cells_prepare_emulation_and_the_release_prepares_for_its_archives(recipes):
     settings = ci.load_settings(ROOT / "ci")
     cells = {cell.target: cell for cell in ci.all_cells(recipes, settings)}

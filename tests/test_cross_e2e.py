@@ -2,11 +2,7 @@
 by zig on this x86_64 host (its build running the suite's x86_64 noopt build of
 3.13.15, shared through the cache), validated under qemu-user from the moved
 archives, and then chosen by `relocpy install` run by that aarch64 interpreter
-under emulation, from a signed index that holds the x86_64 build too.
-
-Its build starts in the background with the session's first build
-(background_build): the aarch64 dependencies, the cross build and its
-validation under qemu run beside the suite's other end-to-end tests."""
+under emulation, from a signed index that holds the x86_64 build too."""
 
 from __future__ import annotations
 
@@ -17,18 +13,16 @@ from pathlib import Path
 
 import pytest
 
-from relocpy import emulation
-from relocpy.emulation import emulation_env
-from relocpy.errors import UsageError
 from relocpy.models import ArtifactMetadata
 from relocpy.paths import project_root
 from relocpy.recipes import load_recipes
+from relocpy.emulation import emulation_env
 from support import LoopbackServer, relocpy
 
+pytestmark = [pytest.mark.e2e, pytest.mark.docker, pytest.mark.cross]
 ROOT = project_root()
 VERSION, MINOR = "3.13.15", "3.13"
 CROSS = "aarch64-unknown-linux-gnu"
-pytestmark = [pytest.mark.e2e, pytest.mark.docker, pytest.mark.cross, pytest.mark.background_build(VERSION, "noopt", CROSS)]
 PLATFORM = load_recipes().policies["manylinux_2_17_aarch64"]
 # relocpy's consumer side (pyproject.toml: dependencies), as aarch64 wheels.
 CONSUMER_REQUIREMENTS = ["pydantic>=2.6", "packaging>=24", "certifi", "cryptography>=42", "isal>=1.6", "rich>=13"]
@@ -99,21 +93,3 @@ def consumer_venv(aarch64_dist: Path, tmp_path: Path) -> Path:
     subprocess.run([str(venv / "bin" / "python"), "-m", "pip", "install", "--quiet", "--no-index", "--find-links",
                     str(wheels), *CONSUMER_REQUIREMENTS], check=True, env=emulated, timeout=900)
     return venv / "bin" / "python"
-
-
-def test_relocpy_ci_emulation_enables_a_disabled_emulator_again(env):
-    """The real kernel interface: the step the generated workflows run for a
-    cross-built cell turns this host's qemu-aarch64 entry back on. Here, after
-    the emulated tests above, since it turns emulation off for a moment."""
-    entry = emulation.BINFMT_MISC / "qemu-aarch64"
-    entry.write_text("0")
-    try:
-        assert entry.read_text().startswith("disabled")
-        with pytest.raises(UsageError, match="is missing or disabled"):
-            emulation.require_runnable(PLATFORM)
-        done = relocpy("ci", "emulation", "--target", CROSS, env=env)
-        assert done.returncode == 0, done.stderr
-        assert "manylinux_2_17_aarch64: runs here (qemu-aarch64 over /usr/aarch64-linux-gnu)" in done.stderr
-        assert entry.read_text().startswith("enabled")
-    finally:
-        entry.write_text("1")
