@@ -5,7 +5,7 @@ size, the platform tag computed from its files, how validation ran it, and
 the result (the error line when it failed).
 
     python tools/verify_targets.py [--python 3.13.15] [--variant noopt] [--targets T1,T2]
-                                   [--cache-dir DIR] [--mirror DIR] [--runner native]
+                                   [--cache-dir DIR] [--mirror DIR] [--runner native] [--keep DIR]
 
 A cold run builds each target's dependencies and, for cross targets, the
 build machine's interpreter (shared by all of them through the cache); run it
@@ -58,6 +58,7 @@ def main() -> None:
     parser.add_argument("--cache-dir", default=str(Path.home() / ".cache" / "relocpy"))
     parser.add_argument("--mirror", default=str(ROOT.parent / "shared" / "sources"))
     parser.add_argument("--runner", default="native", choices=["native", "docker"])
+    parser.add_argument("--keep", metavar="DIR", help="keep each target's dist in DIR/<target> (default: discarded)")
     args = parser.parse_args()
     recipes = load_recipes()
     buildable = sorted({c.target for c in buildable_cells(recipes) if recipes.targets[c.target].os == "linux"})
@@ -68,8 +69,10 @@ def main() -> None:
         variant = default_variant(recipes, recipes.targets[target]) if args.variant == "default" else args.variant
         print(f"building {target} ({variant})...", file=sys.stderr, flush=True)
         with tempfile.TemporaryDirectory(prefix="relocpy-verify-") as tmp:
-            seconds, error = build(args, target, variant, Path(tmp))
-            rows.append(row(target, variant, seconds, error, Path(tmp)))
+            dist = Path(args.keep) / target if args.keep else Path(tmp)
+            dist.mkdir(parents=True, exist_ok=True)
+            seconds, error = build(args, target, variant, dist)
+            rows.append(row(target, variant, seconds, error, dist))
     widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
     for line in [header, ["-" * w for w in widths], *rows]:
         print("  ".join(cell.ljust(width) for cell, width in zip(line, widths)).rstrip())
