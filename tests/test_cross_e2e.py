@@ -1,6 +1,6 @@
 """A cross-built target end to end: 3.13.15 for aarch64 glibc, built in Docker
-by zig on this x86_64 host (its build running the suite's x86_64 noopt build of
-3.13.15, shared through the cache), validated under qemu-user from the moved
+by zig on this x86_64 host (its build running an x86_64 noopt build of 3.13.15,
+its build python), validated under qemu-user from the moved
 archives, and then chosen by `relocpy install` run by that aarch64 interpreter
 under emulation, from a signed index that holds the x86_64 build too."""
 
