@@ -88,6 +88,16 @@ def test_the_cross_cpython_script_is_given_the_build_python(recipes, tmp_path):
     assert "pip_wheel" not in native
 
 
+def test_a_cross_target_builds_in_its_build_machines_builder_image(recipes):
+    """One base image, one builder: the build python a cross build makes in
+    its builder then has the keys of the native build of the same plan."""
+    from relocpy.runners.docker import builder_tag, render_dockerfile
+
+    for target in (CROSS, "x86_64-unknown-linux-musl", "aarch64-unknown-linux-musl"):
+        native = recipes.targets[recipes.targets[target].build_on]
+        assert builder_tag(render_dockerfile(recipes.targets[target])) == builder_tag(render_dockerfile(native)), target
+
+
 def test_a_cross_target_must_be_built_on_a_native_buildable_target(tmp_path):
     recipes_dir = tmp_path / "recipes"
     shutil.copytree(ROOT / "recipes", recipes_dir)

@@ -110,8 +110,8 @@ def _as_root(argv: list[str]) -> list[str]:
     return argv if os.geteuid() == 0 else ["sudo", "-n", *argv]
 
 
-def _run(argv: list[str], what: str) -> None:
-    done = subprocess.run(_as_root(argv), capture_output=True, text=True)
+def _run(argv: list[str], what: str, env: dict[str, str] | None = None) -> None:
+    done = subprocess.run(_as_root(argv), capture_output=True, text=True, env=env)
     if done.returncode != 0:
         last = (done.stderr.strip().splitlines() or [f"exit {done.returncode}"])[-1]
         raise UsageError(f"{what} failed: {last}")
@@ -125,11 +125,8 @@ def _apt_install(packages: list[str]) -> None:
     info(f"installing {' '.join(packages)}")
     env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
     _run(["apt-get", "update", "-qq"], "apt-get update")
-    done = subprocess.run(_as_root(["apt-get", "install", "-y", "-qq", "--no-install-recommends", *packages]),
-                          capture_output=True, text=True, env=env)
-    if done.returncode != 0:
-        last = (done.stderr.strip().splitlines() or [f"exit {done.returncode}"])[-1]
-        raise UsageError(f"apt-get install {' '.join(packages)} failed: {last}")
+    _run(["apt-get", "install", "-y", "-qq", "--no-install-recommends", *packages],
+         f"apt-get install {' '.join(packages)}", env)
 
 
 def _register(emulator: str) -> None:
