@@ -412,9 +412,10 @@ def test_a_failing_step_stops_the_run_with_one_error(tmp_path, settings):
     env_path = {"PATH": f"{bin_dir}:/usr/bin:/bin"}
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("PATH", env_path["PATH"])
-        with pytest.raises(ci.RelocpyError, match=r"Build failed \(exit 3\)"):
-            ci.run_steps([steps["build"], steps["validate"]], values, tmp_path / "logs")
-    assert not (tmp_path / "logs" / "validate.log").exists()
+        with pytest.raises(ci.RelocpyError, match=r"Prepare emulation failed \(exit 3\)"):
+            ci.run_steps([steps["emulation"], steps["build"]], values, tmp_path / "logs")
+    assert (tmp_path / "logs" / "prepare-emulation.log").exists()
+    assert not (tmp_path / "logs" / "build.log").exists()
 
 
 def test_a_template_using_an_unpinned_action_is_one_clear_error(tmp_path):

@@ -7,9 +7,11 @@ a Cell. The end-to-end test starts from an engine without relocpy images,
 runs build.yml's matrix job for a pull request, then twice a release (tags A
 and B): build.yml as release.yml calls it (matrix job, then the build job of
 the pull request's cell, which bootstraps the base image with the workflow's
-own step), and release.yml's publish job to a directory and to S3 (moto on
-loopback). Both releases must verify, the serial go 1 -> 2, the index hold
-both tags, and `relocpy install` get each release's interpreter.
+own step), and release.yml's publish job to S3 (moto on loopback; what the
+bucket holds is then served on loopback, as a CDN in front of it would).
+Both releases must verify, the serial go 1 -> 2, the index hold both tags,
+and `relocpy install` get each release's interpreter. (Publishing to a
+directory is the same step with another --to: tests/test_publish*.py.)
 
 The workspace is a clean clone of this repository's HEAD commit: commit first.
 """
@@ -229,6 +231,16 @@ def call_inputs(caller: Workflow, job_id: str, run: Run, executor: Executor) -> 
     return substitute(job.get("with") or {}, evaluator)
 
 
+def serve_bucket(s3, bucket: str, prefix: str, site: Path) -> None:
+    """Copy what the bucket holds under prefix into site (the loopback server's
+    directory): a consumer sees exactly what was published."""
+    for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
+        for item in page.get("Contents", []):
+            target = site / item["Key"][len(prefix):]
+            target.parent.mkdir(parents=True, exist_ok=True)
+            s3.download_file(bucket, item["Key"], str(target))
+
+
 @pytest.mark.e2e
 @pytest.mark.docker
 @pytest.mark.workflows  # runs last (conftest): it removes the images the session made
@@ -275,7 +287,8 @@ def test_pull_request_and_two_releases_run_as_written(engine_without_relocpy_ima
                   "PATH": os.environ["PATH"], "PYTHONPATH": str(REPO / "tools")}
     key_file = tmp_path / "release.key"
     public = cli("keys", "generate", "--out", str(key_file), env=client_env).stdout.strip()
-    site = tmp_path / "site"  # the directory releases publish to, served on loopback
+    site = tmp_path / "site"  # what the bucket holds, served on loopback
+    site.mkdir()
 
     with phases("pull_request: build.yml matrix job"):
         pr = Run(event="pull_request", inputs={}, vars={}, secrets={}, artifacts=tmp_path / "pr-artifacts")
@@ -288,7 +301,6 @@ def test_pull_request_and_two_releases_run_as_written(engine_without_relocpy_ima
         assert executor.should_run(build_wf, "build-0", pr, {"matrix": matrix})
         assert not executor.should_run(build_wf, "build-1", pr, {"matrix": matrix})
 
-    published: dict[str, list] = {}
     with LoopbackServer(site) as server:
         for tag, serial in ((TAG_A, 1), (TAG_B, 2)):
             release = Run(event="workflow_dispatch", inputs={"build-tag": tag}, vars={}, secrets={},
@@ -306,35 +318,26 @@ def test_pull_request_and_two_releases_run_as_written(engine_without_relocpy_ima
                 log(json.dumps(built.steps, indent=1))
                 assert built.status == "success", built.steps
             needs = {"build": Job("build.yml", "build", "Build")}
-            for where, publish_url, base_url in (
-                ("directory", str(site), server.url),
-                ("s3", f"s3://{bucket}/prefix", "https://downloads.example.invalid/python"),
-            ):
-                with phases(f"release {tag}: release.yml publish job to {where}"):
-                    run = Run(event="workflow_dispatch", inputs={"build-tag": tag}, artifacts=release.artifacts,
-                              vars={"RELOCPY_BASE_URL": base_url, "RELOCPY_PUBLISH_URL": publish_url,
-                                    "RELOCPY_AWS_ROLE_ARN": "arn:aws:iam::123456789012:role/relocpy-publish",
-                                    "RELOCPY_AWS_REGION": "us-east-1"},
-                              secrets={"RELOCPY_SIGNING_KEY": key_file.read_text().strip()})
-                    done = executor.run_job(release_wf, "publish", run, needs)
-                    assert done.status == "success", done.steps
-                    assert done.steps[-1][:2] == ("Remove the signing key", "success")
-                    assert not (done.runner_temp / "relocpy-signing-key").exists()
+            with phases(f"release {tag}: release.yml publish job to S3"):
+                run = Run(event="workflow_dispatch", inputs={"build-tag": tag}, artifacts=release.artifacts,
+                          vars={"RELOCPY_BASE_URL": server.url, "RELOCPY_PUBLISH_URL": f"s3://{bucket}/prefix",
+                                "RELOCPY_AWS_ROLE_ARN": "arn:aws:iam::123456789012:role/relocpy-publish",
+                                "RELOCPY_AWS_REGION": "us-east-1"},
+                          secrets={"RELOCPY_SIGNING_KEY": key_file.read_text().strip()})
+                done = executor.run_job(release_wf, "publish", run, needs)
+                assert done.status == "success", done.steps
+                assert done.steps[-1][:2] == ("Remove the signing key", "success")
+                assert not (done.runner_temp / "relocpy-signing-key").exists()
             with phases(f"release {tag}: verify and install"):
-                s3_copy = tmp_path / f"s3-index-{tag}"
-                s3_copy.mkdir()
-                s3.download_file(bucket, "prefix/index.json", str(s3_copy / "index.json"))  # signatures inside
-                for location in (str(site), str(s3_copy)):
-                    verified = json.loads(cli("index", "verify", location, "--trusted-key", public, "--json",
-                                              env=client_env).stdout)
-                    assert verified["serial"] == serial, (location, verified["serial"])
-                    published[f"{location}-{tag}"] = verified["artifacts"]
+                serve_bucket(s3, bucket, "prefix/", site)
+                verified = json.loads(cli("index", "verify", str(site), "--trusted-key", public, "--json",
+                                          env=client_env).stdout)
+                assert verified["serial"] == serial, verified["serial"]
                 tags = {entry["key"]["build_tag"] for entry in verified["artifacts"]}
                 assert tags == {TAG_A, TAG_B} if serial == 2 else tags == {TAG_A}, tags
-                index = (site / "index.json").as_posix() if tag == TAG_B else server.url + "/index.json"
                 versions = tmp_path / f"versions-{tag}"
-                cli("install", CELL["python"], "--variant", CELL["variant"], "--index", index, "--trusted-key", public,
-                    "--install-dir", str(versions), env=client_env)
+                cli("install", CELL["python"], "--variant", CELL["variant"], "--index", server.url + "/index.json",
+                    "--trusted-key", public, "--install-dir", str(versions), env=client_env)
                 [receipt] = versions.glob(".store/*/RELOCPY.json")  # beside the tree the version link names
                 key = json.loads(receipt.read_text())["key"]
                 assert key["build_tag"] == tag and key["version"] == CELL["python"], key
