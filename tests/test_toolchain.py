@@ -9,7 +9,7 @@ import pytest
 
 from relocpy import elf
 from relocpy.ci import all_cells, load_settings
-from relocpy.paths import ci_dir
+from relocpy.paths import ci_dir, project_root
 from relocpy.errors import RelocpyError, UnknownNameError
 from relocpy.plan import resolve_plan
 from relocpy.recipes import get_target, load_recipes
@@ -56,16 +56,32 @@ def test_zig_target_names_musl_and_refuses_other_systems(recipes):
         zig_target(zig(get_target(recipes, "x86_64-apple-darwin")))
 
 
-def test_zig_caches_live_in_the_step_work_dir_and_toolchain_dirs_are_mounted(recipes, tmp_path):
+def test_a_builds_steps_share_one_zig_cache_in_its_work_dir_and_toolchain_dirs_are_mounted(recipes, tmp_path):
     target = zig(get_target(recipes, "x86_64-unknown-linux-gnu"))
-    ctx = StepContext(cache_dir=tmp_path, work_dir=tmp_path, runner=NativeRunner(),
+    build_work = tmp_path / "work" / "plan"
+    ctx = StepContext(cache_dir=tmp_path, work_dir=build_work, runner=NativeRunner(),
                       toolchain=toolchain_env(target), jobs=1, source_date_epoch=0,
                       toolchain_mounts=tuple(toolchain_mounts(target)))
-    step = tmp_path / "step"
-    env = ctx.script_env(StepDirs(work=step, output=tmp_path / "out", deps=step / "deps", log=step / "build.log"))
-    assert env["ZIG_GLOBAL_CACHE_DIR"] == str(tmp_path / "step" / "zig-cache")
-    mounts = ctx.mounts(read_only=[tmp_path / "src"], writable=[tmp_path / "step"])
+    for name in ("zlib", "cpython"):
+        step = build_work / name
+        env = ctx.script_env(StepDirs(work=step, output=tmp_path / "out", deps=step / "deps", log=step / "build.log"))
+        assert env["ZIG_GLOBAL_CACHE_DIR"] == env["ZIG_LOCAL_CACHE_DIR"] == str(build_work / "zig-cache")
+    mounts = ctx.mounts(read_only=[tmp_path / "src"], writable=[build_work / "zlib"])
     assert mounts.read_only == [tmp_path / "src", *toolchain_mounts(target)]
+    assert mounts.writable == [build_work / "zlib", build_work / "zig-cache"]
+
+
+def test_every_build_script_warms_zigs_cache_up_before_it_compiles(recipes):
+    """The first use of the shared cache must be the warm-up (run from the
+    cache's parent), whichever step comes first: the preamble every script
+    begins with ends with it."""
+    build = project_root() / "build"
+    assert (build / "common.sh.j2").read_text().rstrip().endswith('{% include "zig-warm-up.sh.j2" %}')
+    assert (build / "deps" / "_prelude.sh.j2").read_text().startswith('{% include "common.sh.j2" %}\n')
+    assert (build / "cpython.sh.j2").read_text().startswith('{% include "common.sh.j2" %}\n')
+    for dep in recipes.dependencies.values():
+        text = (build / "deps" / f"{dep.template}.sh.j2").read_text()
+        assert text.startswith('{% include "deps/_prelude.sh.j2" %}\n'), dep.template
 
 
 def summary(**by_file: str) -> elf.ElfSummary:

@@ -69,7 +69,7 @@ from relocpy.hashing import tree_sha256
 from relocpy.paths import project_root
 from relocpy.progress import info, step as announce, warn
 from relocpy.runners import Mounts, Runner
-from relocpy.toolchain import step_env, toolchain_places
+from relocpy.toolchain import step_env, toolchain_places, zig_cache
 
 COMPLETE_MARKER = "complete.json"
 KEY_RECORD = "key.json"
@@ -133,7 +133,7 @@ class StepContext:
         developer's: nothing in ~ or in the calling shell reaches a build)."""
         return {
             **self.toolchain,
-            **step_env(self.toolchain, dirs.work),
+            **step_env(self.toolchain, self.work_dir),
             "HOME": str(dirs.work / "home"),
             "TMPDIR": str(dirs.work / "tmp"),
             "LANG": "C.UTF-8",
@@ -144,7 +144,8 @@ class StepContext:
         }
 
     def mounts(self, read_only: list[Path], writable: list[Path]) -> Mounts:
-        return Mounts(read_only=[*read_only, *self.toolchain_mounts], writable=writable)
+        shared = zig_cache(self.toolchain, self.work_dir)
+        return Mounts(read_only=[*read_only, *self.toolchain_mounts], writable=[*writable, *([shared] if shared else [])])
 
 
 @dataclass(frozen=True)
@@ -301,6 +302,7 @@ def _places(ctx: StepContext, dirs: StepDirs) -> dict[str, str]:
         **toolchain_places(ctx.toolchain),
         str(project_root()): "<project>",
         str(ctx.cache_dir): "<cache>",
+        str(ctx.work_dir): "<build-work>",  # holds zig's cache: a cross build's build python keys as its native build
         str(dirs.work): "<work>",
     }
     return {place: places[place] for place in sorted(places, key=len, reverse=True)}

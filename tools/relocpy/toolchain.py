@@ -99,12 +99,21 @@ def toolchain_mounts(target: Target) -> list[Path]:
     return [wrappers_dir(), zig_dir()] if target.toolchain == "zig" else []
 
 
-def step_env(toolchain: dict[str, str], work: Path) -> dict[str, str]:
-    """Per-step additions: zig's caches live in the step's (writable) work dir,
-    so a build never reuses objects of another one (zig caches by its inputs)."""
-    if "RELOCPY_ZIG_TARGET" not in toolchain:
-        return {}
-    return {"ZIG_GLOBAL_CACHE_DIR": str(work / "zig-cache"), "ZIG_LOCAL_CACHE_DIR": str(work / "zig-cache")}
+def zig_cache(toolchain: dict[str, str], build_work: Path) -> Path | None:
+    """zig's cache for every step of one build: in the build's work directory,
+    so a build never reuses objects of another one (zig caches by its inputs,
+    not by SOURCE_DATE_EPOCH), while its steps share the C runtime,
+    compiler_rt and libc++ zig builds on first use: each step building them
+    again cost about 10 s, and a C++ configure check about 50 s more (libffi,
+    expat). The first step to link makes them (build/zig-warm-up.sh.j2).
+    None: not a zig toolchain."""
+    return build_work / "zig-cache" if "RELOCPY_ZIG_TARGET" in toolchain else None
+
+
+def step_env(toolchain: dict[str, str], build_work: Path) -> dict[str, str]:
+    """Per-step additions: where zig's cache is (zig_cache)."""
+    cache = zig_cache(toolchain, build_work)
+    return {"ZIG_GLOBAL_CACHE_DIR": str(cache), "ZIG_LOCAL_CACHE_DIR": str(cache)} if cache else {}
 
 
 def zig_target(target: Target) -> str:
