@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import shlex
 import subprocess
+import threading
 from collections import deque
 from pathlib import Path
 
@@ -16,6 +17,10 @@ from relocpy.errors import StepFailed
 from relocpy.progress import detail
 
 TAIL_LINES = 25
+# The steps' processes now running: stop_all() ends them when a build that
+# runs steps side by side is interrupted (only the main thread sees Ctrl-C).
+_running: set[subprocess.Popen] = set()
+_running_lock = threading.Lock()
 
 
 def run(
@@ -39,13 +44,26 @@ def run(
             )
         except FileNotFoundError:
             raise StepFailed(f"{step}: command not found: {argv[0]}") from None
+        with _running_lock:
+            _running.add(process)
         try:
             code = process.wait()
         except BaseException:
             _terminate(process)
             raise
+        finally:
+            with _running_lock:
+                _running.discard(process)
     if code != 0:
         raise StepFailed(f"{step} failed (exit {code}); log: {log}\n{tail(log)}")
+
+
+def stop_all() -> None:
+    """End every step's process now running (each run() then raises StepFailed)."""
+    with _running_lock:
+        processes = list(_running)
+    for process in processes:
+        _terminate(process)
 
 
 def capture(argv: list[str], env: dict[str, str] | None = None, cwd: Path | None = None) -> str:

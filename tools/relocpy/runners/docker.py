@@ -19,6 +19,7 @@ import hashlib
 import io
 import re
 import tempfile
+import threading
 import uuid
 from pathlib import Path
 
@@ -104,6 +105,7 @@ class DockerRunner:
         self.engine = engine or DockerEngine()
         self._image: str | None = None
         self._identity: str | None = None
+        self._image_lock = threading.Lock()  # steps may run side by side (deps.build_dependencies)
 
     def identity(self) -> str:
         """What step keys see: the builder image's tag (its Dockerfile's hash)
@@ -135,7 +137,8 @@ class DockerRunner:
         return tag
 
     def run_script(self, step: str, script: Path, env: dict[str, str], mounts: Mounts, log: Path) -> None:
-        image = self._image or self.ensure_image(log.with_name("builder-image.log"))
+        with self._image_lock:
+            image = self._image or self.ensure_image(log.with_name("builder-image.log"))
         _check_mounts(mounts)
         name = container_name(step)
         try:
