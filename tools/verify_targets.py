@@ -33,7 +33,7 @@ def build(args, target: str, variant: str, dist: Path) -> tuple[float, str]:
     started = time.monotonic()
     done = subprocess.run(
         [sys.executable, "-m", "relocpy", "build", "--python", args.python, "--target", target, "--variant", variant,
-         "--runner", args.runner, "--dist", str(dist), "--build-tag", "verify", "--mirror", args.mirror,
+         "--runner", args.runner, "--dist", str(dist), "--build-tag", args.build_tag, "--mirror", args.mirror,
          "--cache-dir", args.cache_dir, "--offline"],
         capture_output=True, text=True)
     error = "" if done.returncode == 0 else (done.stderr.strip().splitlines() or ["exit %d" % done.returncode])[-1]
@@ -58,6 +58,9 @@ def main() -> None:
     parser.add_argument("--cache-dir", default=str(Path.home() / ".cache" / "relocpy"))
     parser.add_argument("--mirror", default=str(ROOT.parent / "shared" / "sources"))
     parser.add_argument("--runner", default="native", choices=["native", "docker"])
+    parser.add_argument("--build-tag", default="verify",
+                        help="the builds' tag: its date is SOURCE_DATE_EPOCH, which every step's key holds, so only "
+                             "builds of one tag share cached steps (the test suite's: 20261124)")
     parser.add_argument("--keep", metavar="DIR", help="keep each target's dist in DIR/<target> (default: discarded)")
     args = parser.parse_args()
     recipes = load_recipes()
