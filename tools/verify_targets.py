@@ -6,6 +6,13 @@ the result (the error line when it failed).
 
     python tools/verify_targets.py [--python 3.13.15] [--variant noopt] [--targets T1,T2]
                                    [--cache-dir DIR] [--mirror DIR] [--runner native] [--keep DIR]
+                                   [--build-tag TAG] [--installer]
+
+With --installer, every passed build then enters one signed index (served on
+loopback), and each target's own interpreter (under qemu, or through the musl
+loader) runs `relocpy install` from it in a venv holding relocpy's consumer
+dependencies as that platform's wheels: the column says which platform's
+artifact it picked, which must be its own.
 
 A cold run builds each target's dependencies and, for cross targets, the
 build machine's interpreter (shared by all of them through the cache); run it
@@ -17,16 +24,20 @@ default variant.
 from __future__ import annotations
 
 import argparse
+import functools
 import subprocess
 import sys
 import tempfile
+import threading
 import time
+from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 from relocpy.models import ArtifactMetadata
 from relocpy.recipes import buildable_cells, default_variant, load_recipes
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tests"))  # the emulated consumer the cross end-to-end test uses too
 
 
 def build(args, target: str, variant: str, dist: Path) -> tuple[float, str]:
@@ -50,6 +61,43 @@ def row(target: str, variant: str, seconds: float, error: str, dist: Path) -> li
     return [target, variant, f"{seconds:.0f}", f"{meta.size / 1e6:.1f}", meta.platform_tag, how, "passed"]
 
 
+def relocpy(*args: str) -> str:
+    done = subprocess.run([sys.executable, "-m", "relocpy", *args], capture_output=True, text=True)
+    if done.returncode != 0:
+        raise SystemExit(f"relocpy {' '.join(args)}: {done.stderr.strip()}")
+    return done.stdout
+
+
+def installer_picks(dists: dict[str, tuple[Path, str]], python: str, scratch: Path) -> dict[str, str]:
+    """target -> the platform tag `relocpy install`, run by that target's own
+    interpreter, installed from one index of every target's build."""
+    from emulated_consumer import consumer_venv, install_with, installed_platform
+
+    together, site = scratch / "dist", scratch / "site"
+    together.mkdir()
+    site.mkdir()
+    for dist, _ in dists.values():
+        for path in dist.glob("cpython-*"):
+            (together / path.name).symlink_to(path)
+    key = scratch / "index.key"
+    public = relocpy("keys", "generate", "--out", str(key)).strip()
+    server = ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(SimpleHTTPRequestHandler, directory=str(site)))
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_address[1]}"
+    relocpy("index", "build", str(together), "--base-url", url, "--sign", str(key))
+    relocpy("publish", str(together), "--to", str(site))
+    picked = {}
+    minor = ".".join(python.split(".")[:2])
+    for target, (dist, variant) in dists.items():
+        [archive] = dist.glob("*-install_only.tar.gz")
+        python_, env = consumer_venv(archive, scratch / target)
+        done = install_with(python_, env, minor, variant, url + "/index.json", public, scratch / target / "versions")
+        picked[target] = installed_platform(scratch / target / "versions") if done.returncode == 0 else (
+            "FAILED: " + (done.stderr.strip().splitlines() or ["?"])[-1][:100])
+    server.shutdown()
+    return picked
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--python", default="3.13.15")
@@ -61,6 +109,8 @@ def main() -> None:
     parser.add_argument("--build-tag", default="verify",
                         help="the builds' tag: its date is SOURCE_DATE_EPOCH, which every step's key holds, so only "
                              "builds of one tag share cached steps (the test suite's: 20261124)")
+    parser.add_argument("--installer", action="store_true",
+                        help="then have each target's interpreter pick from one index of them all (relocpy install)")
     parser.add_argument("--keep", metavar="DIR", help="keep each target's dist in DIR/<target> (default: discarded)")
     args = parser.parse_args()
     recipes = load_recipes()
@@ -68,14 +118,25 @@ def main() -> None:
     targets = args.targets.split(",") if args.targets else buildable
     header = ["target", "variant", "build (s)", "stripped (MB)", "platform tag", "validated by", "result"]
     rows = []
-    for target in targets:
-        variant = default_variant(recipes, recipes.targets[target]) if args.variant == "default" else args.variant
-        print(f"building {target} ({variant})...", file=sys.stderr, flush=True)
-        with tempfile.TemporaryDirectory(prefix="relocpy-verify-") as tmp:
-            dist = Path(args.keep) / target if args.keep else Path(tmp)
+    with tempfile.TemporaryDirectory(prefix="relocpy-verify-") as tmp:
+        dists = {}
+        for target in targets:
+            variant = default_variant(recipes, recipes.targets[target]) if args.variant == "default" else args.variant
+            print(f"building {target} ({variant})...", file=sys.stderr, flush=True)
+            dist = Path(args.keep) / target if args.keep else Path(tmp) / target
             dist.mkdir(parents=True, exist_ok=True)
             seconds, error = build(args, target, variant, dist)
             rows.append(row(target, variant, seconds, error, dist))
+            if rows[-1][-1] == "passed":
+                dists[target] = (dist, variant)
+        if args.installer:
+            header.insert(-1, "installer picks")
+            print("installing with each target's interpreter...", file=sys.stderr, flush=True)
+            picked = installer_picks(dists, args.python, Path(tmp) / "installer")
+            for r in rows:
+                r.insert(-1, picked.get(r[0], "-"))
+                if r[-1] == "passed" and picked.get(r[0]) != r[4]:
+                    r[-1] = "installer picked another platform"
     widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
     for line in [header, ["-" * w for w in widths], *rows]:
         print("  ".join(cell.ljust(width) for cell, width in zip(line, widths)).rstrip())
