@@ -28,8 +28,9 @@ PLAN = resolve_plan(load_recipes(), "3.13.15", "x86_64-unknown-linux-gnu", "noop
 def timed_steps(monkeypatch, events: Path, failing: str | None = None, seconds: float = 0.4) -> None:
     def step(plan, dep_step, source, inputs) -> Step:
         name = dep_step.dependency.name
+        # the failing one fails at once: the one beside it is still running then
         fail = "exit 3" if name == failing else ""
-        text = (f'echo "start {name} $(date +%s.%N)" >> {events}\nsleep {seconds}\n{fail}\n'
+        text = (f'echo "start {name} $(date +%s.%N)" >> {events}\n{fail}\nsleep {seconds}\n'
                 f'echo "end {name} $(date +%s.%N)" >> {events}\ntouch "$OUT/{name}"\n')
         return Step(kind="deps", name=name, title=f"build {name}", inputs={"after": [d.key for d in inputs]},
                     merged=tuple(d.step for d in inputs), run=Script(text=text, env={"OUT": Dir.OUTPUT}))
@@ -79,7 +80,7 @@ def test_two_dependencies_build_at_once_and_a_dependent_waits_for_what_it_needs(
 def test_a_failure_lets_the_running_one_finish_and_starts_nothing_more(monkeypatch, tmp_path):
     events = tmp_path / "events"
     first, second = (d.dependency.name for d in PLAN.dependencies[:2])
-    timed_steps(monkeypatch, events, failing=first)
+    timed_steps(monkeypatch, events, failing=first, seconds=3)
     with pytest.raises(StepFailed, match=f"build {first} failed"):
         run(tmp_path)
     found = spans(events)

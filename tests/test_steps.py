@@ -4,6 +4,7 @@ keyed)."""
 
 from __future__ import annotations
 
+import dataclasses
 import shutil
 import threading
 import time
@@ -150,6 +151,21 @@ def test_step_keys_do_not_depend_on_where_the_checkout_cache_or_work_is(tmp_path
     for data in ("build", "recipes", "patches"):
         shutil.copytree(project_root() / data, copy / data)
     assert keys(project_root(), tmp_path / "cache") == keys(copy, tmp_path / "another cache")
+
+
+def test_two_builds_work_dirs_share_a_steps_key_and_the_entry_says_which_one_made_it(tmp_path):
+    """A cross build's build python is the native build's own CPython step:
+    whichever build makes the entry, the other reuses it, and relocation must
+    know the work directory its files name (StepResult.made_in)."""
+    cache = tmp_path / "cache"
+    first_build = StepContext(cache_dir=cache, work_dir=cache / "work" / "cross-plan", runner=NativeRunner(),
+                              toolchain={}, jobs=2, source_date_epoch=0)
+    second_build = dataclasses.replace(first_build, work_dir=cache / "work" / "native-plan")
+    made = run_step(print_env_step(), first_build)
+    reused = run_step(print_env_step(), second_build)
+    assert reused.cached and reused.key == made.key
+    assert made.made_in == reused.made_in == cache / "work" / "cross-plan" / "print-env"
+    assert logged_env(reused.log)["WORK"] == str(made.made_in)  # what its files may name
 
 
 # --- cache, lock and marker ----------------------------------------------------------

@@ -140,7 +140,8 @@ def test_an_untouched_entry_is_reused_without_a_word(tmp_path, capsys):
     assert calls == ["made"] and again.cached and "warning" not in capsys.readouterr().err
     marker = json.loads((first.output.parent / COMPLETE_MARKER).read_text())
     assert marker == {"name": "zlib-1.3.1", "key": first.key, "duration": marker["duration"],
-                      "output_sha256": tree_sha256(first.output)}
+                      "output_sha256": tree_sha256(first.output), "made_in": str(first.made_in)}
+    assert again.made_in == first.made_in == ctx.work_dir / "zlib-1.3.1"
 
 
 def test_the_limit_someone_who_rewrites_output_and_marker_is_not_caught(tmp_path):

@@ -61,6 +61,10 @@ def build_machine_paths(built: BuiltPython, deps: list[BuiltDependency], work_di
     paths = {str(built.destdir)}
     if built.build_python is not None:
         paths.add(str(built.build_python.destdir))
+    if built.step.made_in is not None:
+        # where the CPython step ran ($WORK, $DEPS), which the build that made
+        # the cache entry chose: maybe not this one
+        paths.add(str(built.step.made_in))
     paths |= {str(d.prefix) for d in deps}
     if work_dir:
         paths.add(str(work_dir))

@@ -113,6 +113,10 @@ class StepResult(BaseModel):
     log: Path
     cached: bool  # True: reused from the cache, nothing ran now
     duration: float  # seconds the step's work took (when it ran, for a cached one)
+    # The work directory it ran in (None: an entry older than the record). Its
+    # output may name it, and it is another build's when that build made the
+    # entry (a cross build's build python is the native build's own step).
+    made_in: Path | None = None
 
 
 @dataclass(frozen=True)
@@ -214,9 +218,10 @@ def run_step(step: Step, ctx: StepContext) -> StepResult:
         recorded = _completed(entry, key)
         if recorded is not None and _output_intact(step, entry, recorded):
             info(f"    {step.title}: cached ({key[:12]})")
-            return _result(step, key, entry, cached=True, duration=recorded.duration)
+            made_in = Path(recorded.made_in) if recorded.made_in else None
+            return _result(step, key, entry, cached=True, duration=recorded.duration, made_in=made_in)
         duration = _make(step, ctx, entry, key, material)
-    return _result(step, key, entry, cached=False, duration=duration)
+    return _result(step, key, entry, cached=False, duration=duration, made_in=_dirs(ctx, step, entry).work)
 
 
 def step_key(step: Step, ctx: StepContext) -> str:
@@ -275,7 +280,7 @@ def _make(step: Step, ctx: StepContext, entry: Path, key: str, material: dict[st
         duration = time.monotonic() - started
         shutil.copyfile(dirs.log, entry / LOG_NAME)
         _write_marker(entry, Completion(name=step.name, key=key, duration=duration,
-                                        output_sha256=tree_sha256(dirs.output)))
+                                        output_sha256=tree_sha256(dirs.output), made_in=str(dirs.work)))
     return duration
 
 
@@ -329,6 +334,7 @@ class Completion(BaseModel):
     key: str
     duration: float  # seconds the work took
     output_sha256: str  # hashing.tree_sha256 of output/
+    made_in: str | None = None  # the work directory it ran in (StepResult.made_in)
 
 
 def _completed(entry: Path, key: str) -> Completion | None:
@@ -358,10 +364,9 @@ def _write_marker(entry: Path, marker: Completion) -> None:
     partial.replace(entry / COMPLETE_MARKER)
 
 
-def _result(step: Step, key: str, entry: Path, cached: bool, duration: float) -> StepResult:
-    return StepResult(
-        name=step.name, key=key, output=entry / "output", log=entry / LOG_NAME, cached=cached, duration=duration
-    )
+def _result(step: Step, key: str, entry: Path, cached: bool, duration: float, made_in: Path | None) -> StepResult:
+    return StepResult(name=step.name, key=key, output=entry / "output", log=entry / LOG_NAME, cached=cached,
+                      duration=duration, made_in=made_in)
 
 
 def _sha256(text: str) -> str:
