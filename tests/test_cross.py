@@ -215,3 +215,15 @@ def test_a_musl_program_is_linked_dynamically_and_runs_with_no_glibc(recipes, ar
         assert interp.get_interp_name() == platform.loader
     done = subprocess.run([str(program)], capture_output=True, text=True, env={**cache, **emulation.emulation_env(platform)})
     assert done.stdout == "musl here\n", done
+
+
+def test_relocation_removes_the_work_directory_of_the_build_that_made_the_cpython_entry(tmp_path):
+    """The native build reusing the CPython entry its cross build made (as the
+    build python) removes that build's work directory, not only its own."""
+    from relocpy.relocate import build_machine_paths
+
+    other = tmp_path / "work" / "cross-plan" / "cpython-3.13.15-noopt"
+    built = BuiltPython(step=StepResult(name="cpython", key="k" * 64, output=tmp_path / "entry" / "output",
+                                        log=tmp_path / "log", cached=True, duration=1, made_in=other))
+    paths = build_machine_paths(built, [], tmp_path / "work" / "native-plan")
+    assert str(other) in paths and str(tmp_path / "work" / "native-plan") in paths
