@@ -74,7 +74,7 @@ def installer_picks(dists: dict[str, tuple[Path, str]], python: str, scratch: Pa
     from emulated_consumer import consumer_venv, install_with, installed_platform
 
     together, site = scratch / "dist", scratch / "site"
-    together.mkdir()
+    together.mkdir(parents=True)
     site.mkdir()
     for dist, _ in dists.values():
         for path in dist.glob("cpython-*"):
