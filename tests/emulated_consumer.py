@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import tarfile
 from pathlib import Path
 
 from relocpy.emulation import emulation_env
@@ -37,8 +36,7 @@ def consumer_venv(archive: Path, scratch: Path) -> tuple[Path, dict[str, str]]:
     minor = ".".join(meta.python_version.split(".")[:2])
     unpacked = scratch / "python"
     unpacked.mkdir(parents=True)
-    with tarfile.open(archive) as tar:
-        tar.extractall(unpacked, filter="tar")
+    subprocess.run(["tar", "-xzf", str(archive), "-C", str(unpacked)], check=True)
     wheels = scratch / "wheels"
     platforms = [arg for p in wheel_platforms(platform) for arg in ("--platform", p)]
     subprocess.run([sys.executable, "-m", "pip", "download", "--quiet", "--only-binary=:all:", "--dest", str(wheels),
