@@ -41,7 +41,7 @@ class BuiltDependency(BaseModel):
 
 # Dependencies built side by side. Much of a dependency's build uses one core
 # (configure, sqlite's one-file library, OpenSSL's perl): on two cores, one
-# at a time left one idle about half the time (measured, docs/building.md).
+# at a time left them idle a third of the time (measured, docs/building.md).
 DEPENDENCY_WORKERS = 2
 
 
