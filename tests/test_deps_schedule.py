@@ -94,10 +94,16 @@ def test_an_interrupted_build_stops_the_steps_running_beside_it(monkeypatch, tmp
     own): the steps running in the workers are stopped too."""
     events = tmp_path / "events"
     timed_steps(monkeypatch, events, seconds=60)
+    # Python's own Ctrl-C handler, whatever this process inherited: a shell
+    # starts background commands with SIGINT ignored, and Python keeps that.
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
     threading.Timer(3, signal.pthread_kill, (threading.main_thread().ident, signal.SIGINT)).start()
     started = time.monotonic()
-    with pytest.raises(KeyboardInterrupt):
-        run(tmp_path)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            run(tmp_path)
+    finally:
+        signal.signal(signal.SIGINT, previous)
     assert time.monotonic() - started < 30
     found = spans(events)
     assert len(found) == deps.DEPENDENCY_WORKERS and all(end == float("inf") for _, end in found.values()), found
