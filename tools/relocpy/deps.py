@@ -46,10 +46,10 @@ DEPENDENCY_WORKERS = 2
 
 
 def build_dependencies(
-    plan: BuildPlan, sources: dict[str, FetchedSource], ctx: StepContext, workers: int = DEPENDENCY_WORKERS
+    plan: BuildPlan, sources: dict[str, FetchedSource], ctx: StepContext
 ) -> list[BuiltDependency]:
     """Every dependency's step, each once those it depends on are built, up to
-    `workers` at a time; in the plan's order. When one fails, those running
+    DEPENDENCY_WORKERS at a time; in the plan's order. When one fails, those running
     finish (their cache entries are kept for the next attempt) and its error
     is raised; when interrupted, their processes are stopped."""
     waiting = list(plan.dependencies)
@@ -63,13 +63,15 @@ def build_dependencies(
         result = run_step(dependency_step(plan, dep_step, sources[name], inputs), ctx)
         return BuiltDependency(name=name, version=dep_step.dependency.version, source=sources[name], step=result)
 
-    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="deps") as pool:
+    with ThreadPoolExecutor(max_workers=DEPENDENCY_WORKERS, thread_name_prefix="deps") as pool:
         try:
             while running or (waiting and failure is None):
                 ready = [d for d in waiting if all(needed in built for needed in d.depends)]
                 if not ready and not running:  # resolve_plan orders them: this is a bug
                     raise RuntimeError(f"dependencies that can never start: {[d.dependency.name for d in waiting]}")
-                for dep_step in ready[: workers - len(running)] if failure is None else []:
+                if failure is not None:  # start nothing more; wait for the running ones
+                    ready = []
+                for dep_step in ready[: DEPENDENCY_WORKERS - len(running)]:
                     waiting.remove(dep_step)
                     running[pool.submit(build_one, dep_step)] = dep_step.dependency.name
                 # A timeout: Ctrl-C is handled between waits, wherever the signal landed.
